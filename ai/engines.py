@@ -1,0 +1,62 @@
+"""The small interfaces each engine sits behind, so tests and benches can swap them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ai.utterance import Audio
+
+
+@dataclass(slots=True)
+class SpeechResult:
+    """What the translator makes of one utterance's audio."""
+
+    transcript: str
+    source_lang: str
+    translations: dict[str, str] = field(default_factory=dict)
+
+
+class SpeakerEmbedder(Protocol):
+    """Turns 16 kHz mono speech into a fixed-size voiceprint."""
+
+    dimension: int
+
+    def embed(self, audio: Audio) -> npt.NDArray[np.float32]: ...
+
+
+class Translator(Protocol):
+    """SeamlessM4T v2, or anything that can stand in for it.
+
+    Every method is async and may be called from many rooms at once; batches
+    are the unit of work so that callers can be served together.
+    """
+
+    async def translate_speech(
+        self,
+        batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
+    ) -> list[SpeechResult]:
+        """Each item: (16 kHz audio, declared source language or None, target languages)."""
+        ...
+
+    async def translate_text(
+        self, texts: Sequence[str], source_lang: str, target_lang: str
+    ) -> list[str]: ...
+
+    async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
+        """Speech output through the model's own vocoder: (samples, sample rate)."""
+        ...
+
+
+class SpeechSynthesizer(Protocol):
+    """Text to speech, streamed sentence by sentence."""
+
+    def speaks(self, lang: str) -> bool: ...
+
+    def stream(self, text: str, lang: str, voice: str) -> AsyncIterator[Audio]:
+        """Yields 48 kHz mono chunks, the first before the whole text is synthesized."""
+        ...
