@@ -6,4 +6,5 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures.speech",
+    "tests.fixtures.seamless",
 ]

@@ -1,0 +1,196 @@
+"""The async `Translator` every room shares: input checks, one model thread.
+
+`SeamlessTranslator` wraps one loaded `SeamlessM4T`. Its async methods check
+their input first (a `TranslationError` names what is wrong and the model never
+sees it), then run the blocking model call on one dedicated thread, so model
+calls never overlap and the event loop never waits on them. Callers batch
+through `ai.batcher.MicroBatcher` around `translate_speech`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from ai.engines import SpeechResult
+from ai.languages import LANGUAGES
+from ai.seamless import DEFAULT_MODEL, SeamlessM4T, SpeechJob
+from ai.utterance import PIPELINE_RATE, Audio
+
+T = TypeVar("T")
+
+MIN_SECONDS = 0.25
+"""Shorter clips carry no word; the speech encoder needs a few frames anyway."""
+
+MAX_SECONDS = 30.0
+"""Utterances are cut by the VAD well before this; longer input is a caller bug."""
+
+MAX_TEXT_CHARS = 2000
+
+HEARD = frozenset(code for code, lang in LANGUAGES.items() if lang.speech_in)
+
+DETECT_CANDIDATES = ("eng", "spa", "fra", "deu", "cmn", "hin", "arb", "por", "rus", "jpn")
+"""Tried, with the requested targets, when a speaker declared no language."""
+
+
+class TranslationError(ValueError):
+    """Input the translator refuses; the message says what and why."""
+
+    code = "invalid_input"
+
+
+class UnknownLanguage(TranslationError):
+    code = "unknown_language"
+
+
+class TranslatorBusy(RuntimeError):
+    """Too many calls already wait for the model; this one was not queued."""
+
+
+def check_audio(audio: Audio, max_seconds: float = MAX_SECONDS) -> Audio:
+    """16 kHz mono float32, finite, of a length the model can use."""
+    samples = np.asarray(audio)
+    if samples.ndim != 1:
+        raise TranslationError(f"audio must be mono (one dimension), got shape {samples.shape}")
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise TranslationError(f"audio must be float samples in [-1, 1], got {samples.dtype}")
+    if samples.size == 0:
+        raise TranslationError("audio is empty")
+    if not np.all(np.isfinite(samples)):
+        raise TranslationError("audio holds NaN or infinite samples")
+    seconds = samples.size / PIPELINE_RATE
+    if seconds < MIN_SECONDS:
+        raise TranslationError(f"audio too short: {seconds:.2f} s, need at least {MIN_SECONDS} s")
+    if seconds > max_seconds:
+        raise TranslationError(f"audio too long: {seconds:.1f} s, at most {max_seconds:g} s")
+    return samples.astype(np.float32, copy=False)
+
+
+def check_text(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise TranslationError("text is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TranslationError(f"text too long: {len(text)} characters, at most {MAX_TEXT_CHARS}")
+    return text.strip()
+
+
+def _check_language(code: object, allowed: frozenset[str], ability: str) -> str:
+    if not isinstance(code, str) or code not in LANGUAGES:
+        raise UnknownLanguage(f"unknown language {code!r}; use a code from /languages")
+    if code not in allowed:
+        raise UnknownLanguage(f"{LANGUAGES[code].name} ({code}) cannot be {ability}")
+    return code
+
+
+class SeamlessTranslator:
+    """SeamlessM4T v2 as a `Translator`, one copy shared by every caller.
+
+    Queue bound: at most `max_waiting` calls wait for the model thread; one
+    more raises `TranslatorBusy` at once rather than queueing without end, so
+    an overloaded server says so instead of answering minutes late.
+    """
+
+    def __init__(
+        self,
+        engine: SeamlessM4T,
+        *,
+        detect_candidates: Sequence[str] = DETECT_CANDIDATES,
+        max_seconds: float = MAX_SECONDS,
+        max_waiting: int = 32,
+    ) -> None:
+        self.engine = engine
+        self.detect_candidates = tuple(
+            _check_language(code, engine.text_languages, "detected") for code in detect_candidates
+        )
+        self.max_seconds = max_seconds
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seamless")
+
+    @classmethod
+    def load(
+        cls,
+        source: str | Path = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        threads: int | None = None,
+        detect_candidates: Sequence[str] = DETECT_CANDIDATES,
+        max_seconds: float = MAX_SECONDS,
+    ) -> SeamlessTranslator:
+        """Blocking (seconds to minutes): call it off the event loop, once per process."""
+        engine = SeamlessM4T.load(source, device=device, dtype=dtype, threads=threads)
+        return cls(engine, detect_candidates=detect_candidates, max_seconds=max_seconds)
+
+    @property
+    def text_languages(self) -> frozenset[str]:
+        return self.engine.text_languages
+
+    @property
+    def speech_languages(self) -> frozenset[str]:
+        return self.engine.speech_languages
+
+    def job(
+        self, audio: Audio, source_lang: str | None, targets: Sequence[str],
+        candidates: Sequence[str] = (),
+    ) -> SpeechJob:
+        """A checked job; raises `TranslationError` for anything the model should not see."""
+        samples = check_audio(audio, self.max_seconds)
+        if source_lang is not None:
+            _check_language(source_lang, HEARD, "heard")
+        wanted = tuple(
+            dict.fromkeys(_check_language(t, self.text_languages, "written") for t in targets)
+        )
+        tried: tuple[str, ...] = ()
+        if source_lang is None:
+            extra = [_check_language(c, self.text_languages, "detected") for c in candidates]
+            tried = tuple(dict.fromkeys([*wanted, *extra, *self.detect_candidates]))
+        return SpeechJob(samples, source_lang, wanted, tried)
+
+    async def translate_speech(
+        self,
+        batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
+        candidates: Sequence[str] = (),
+    ) -> list[SpeechResult]:
+        """One encoder pass over the batch, one decode over every (item, language).
+
+        `candidates` are tried, with each item's targets and `detect_candidates`,
+        for items whose source language is None.
+        """
+        jobs = [self.job(audio, source, targets, candidates) for audio, source, targets in batch]
+        if not jobs:
+            return []
+        return await self._run(self.engine.translate_speech, jobs)
+
+    async def translate_text(
+        self, texts: Sequence[str], source_lang: str, target_lang: str
+    ) -> list[str]:
+        if isinstance(texts, str) or not texts:
+            raise TranslationError("texts must be a non-empty list of strings")
+        checked = [check_text(text) for text in texts]
+        source = _check_language(source_lang, self.text_languages, "read")
+        target = _check_language(target_lang, self.text_languages, "written")
+        return await self._run(self.engine.translate_text, checked, source, target)
+
+    async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
+        checked = check_text(text)
+        voice = _check_language(lang, self.speech_languages, "spoken by SeamlessM4T")
+        return await self._run(self.engine.speak, checked, voice)
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        if self._waiting >= self._max_waiting:
+            raise TranslatorBusy(f"{self._max_waiting} translator calls already waiting")
+        self._waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+        finally:
+            self._waiting -= 1
+
+    def close(self) -> None:
+        """Drops calls not yet started; one already running finishes on its thread."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
