@@ -30,7 +30,7 @@ class BatcherClosed(RuntimeError):
     """The batcher was closed before the item got a result."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: items may be arrays, which do not compare
 class _Pending(Generic[In, Out]):
     item: In
     result: asyncio.Future[Out]

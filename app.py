@@ -1,0 +1,219 @@
+"""BabbleFish server: `python app.py --help`.
+
+Every flag also reads an environment variable (shown in --help); a flag on the command
+line wins over the variable, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from media.ice import local_addresses, parse_ice_server, plan_host_addresses
+from signaling.tls import self_signed_certificate, server_ssl_context
+from signaling.web import ServerSettings, create_app
+
+ENV_PREFIX = "BABBLEFISH_"
+
+
+@dataclass
+class Settings(ServerSettings):
+    host: str = "0.0.0.0"
+    port: int = 8443
+    cert: Path | None = None
+    key: Path | None = None
+    data_dir: Path = Path("data")
+    http: bool = False
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag and its environment variable; `dest` names a `Settings` field."""
+
+    name: str
+    dest: str
+    help: str
+    parse: Callable[[str], Any] = str
+    repeatable: bool = False
+    switch: bool = False
+    metavar: str | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.lstrip("-").replace("-", "_").upper()
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError("a port is 1-65535")
+    return port
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _ice_address(text: str) -> str:
+    plan_host_addresses([text])  # raises ValueError for anything but an IP address
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+FLAGS: list[Flag] = [
+    Flag("--host", "host", "address to listen on", metavar="ADDR"),
+    Flag("--port", "port", "port for HTTPS and WSS (HTTP with --http)", _port),
+    Flag("--cert", "cert", "TLS certificate (PEM); with --key, replaces the self-signed one",
+         Path, metavar="FILE"),
+    Flag("--key", "key", "private key (PEM) of --cert", Path, metavar="FILE"),
+    Flag("--data-dir", "data_dir",
+         "where the server keeps its state (e.g. the self-signed certificate in tls/)",
+         Path, metavar="DIR"),
+    Flag("--http", "http", "serve plain HTTP, for use behind a TLS-terminating proxy",
+         switch=True),
+    Flag("--ice-server", "ice_servers",
+         "STUN/TURN server for both ends, repeatable: stun:HOST[:PORT] or "
+         "turn[s]:USER:PASSWORD@HOST[:PORT][?transport=tcp] (percent-encode ':' and '@' "
+         "in USER/PASSWORD). Default: none (no STUN; host candidates only)",
+         parse_ice_server, repeatable=True, metavar="URL"),
+    Flag("--ice-address", "ice_addresses",
+         "address to offer as an ICE host candidate, repeatable (default: every interface "
+         "but loopback). An address not on this machine (public IP behind 1:1 NAT) is "
+         "served on the wildcard address and announced as given",
+         _ice_address, repeatable=True, metavar="ADDR"),
+    Flag("--max-participants", "max_participants", "participants per room", _positive,
+         metavar="N"),
+    Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
+]
+"""A feature adds a flag here and a field of the same `dest` to `Settings`."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def build_parser(flags: Sequence[Flag] = FLAGS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="BabbleFish: live speech translation rooms over WebRTC.",
+        epilog="Repeatable flags read a comma-separated list from their variable. "
+        "Switches read 1/true/yes/on or 0/false/no/off.",
+    )
+    defaults = Settings()
+    for flag in flags:
+        default = getattr(defaults, flag.dest, None)
+        shown = [str(item) for item in default] if isinstance(default, list) else default
+        text = f"{flag.help} [env: {flag.env}]"
+        if flag.switch:
+            parser.add_argument(flag.name, dest=flag.dest, action="store_true", default=None,
+                                help=text)
+        else:
+            parser.add_argument(
+                flag.name, dest=flag.dest, type=_argparse_type(flag), metavar=flag.metavar,
+                action="append" if flag.repeatable else "store", default=None,
+                help=f"{text} (default: {shown})" if shown not in (None, []) else text,
+            )
+    return parser
+
+
+def parse_settings(
+    argv: Sequence[str], env: Mapping[str, str], flags: Sequence[Flag] = FLAGS
+) -> Settings:
+    """Settings from the command line, then the environment, then the defaults."""
+    parser = build_parser(flags)
+    args = parser.parse_args(list(argv))
+    settings = Settings()
+    for flag in flags:
+        value = getattr(args, flag.dest)
+        if value is None and flag.env in env:
+            try:
+                value = _from_env(flag, env[flag.env])
+            except ValueError as error:
+                parser.error(f"{flag.env}={env[flag.env]!r}: {error}")
+        if value is not None:
+            setattr(settings, flag.dest, value)
+    if (settings.cert is None) != (settings.key is None):
+        parser.error("--cert and --key go together")
+    return settings
+
+
+def _argparse_type(flag: Flag) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return flag.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+
+    convert.__name__ = flag.dest
+    return convert
+
+
+def _from_env(flag: Flag, text: str) -> Any:
+    if flag.switch:
+        lowered = text.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise ValueError("expected 1/true/yes/on or 0/false/no/off")
+        return lowered in _TRUE
+    if flag.repeatable:
+        return [flag.parse(item.strip()) for item in text.split(",") if item.strip()]
+    return flag.parse(text)
+
+
+def _page_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        usable = [a for a in local_addresses() if ":" not in a and not a.startswith("127.")]
+        host = usable[0] if usable else "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{'http' if settings.http else 'https'}://{host}:{settings.port}/"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ssl_context = None
+    note = ""
+    if not settings.http:
+        if settings.cert is not None and settings.key is not None:
+            cert, key = settings.cert, settings.key
+        else:
+            hosts = ["localhost", "127.0.0.1", *local_addresses(), *(settings.ice_addresses or [])]
+            cert, key = self_signed_certificate(settings.data_dir / "tls", hosts)
+            note = f" (self-signed certificate {cert}: the browser asks you to accept it once)"
+        ssl_context = server_ssl_context(cert, key)
+    app = create_app(settings)
+
+    async def announce(app: web.Application) -> None:
+        print(f"BabbleFish is listening: open {_page_url(settings)}{note}", flush=True)
+
+    app.on_startup.append(announce)
+    # run_app turns SIGINT and SIGTERM into a graceful shutdown (peers closed in the app's
+    # on_shutdown) and then returns, so the process exits 0.
+    web.run_app(
+        app, host=settings.host, port=settings.port, ssl_context=ssl_context, print=None,
+        shutdown_timeout=5.0,
+    )
+
+
+if __name__ == "__main__":
+    main()

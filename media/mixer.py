@@ -1,0 +1,263 @@
+"""The room mixer: per 20 ms tick, one mix and one Opus encode per distinct listener mix."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from media.frames import FRAME_MS, FRAME_SAMPLES, MixSource, Pcm, SourceFrame
+from media.limiter import Limiter
+from media.opus import OpusEncoder, silence_packet
+from media.outbound import ListenerTrack
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = FRAME_MS / 1000
+
+STREAM_IDLE_TICKS = 50
+"""An encode stream unused for 1 s is dropped; until then a mix that comes back (the same
+speakers after a pause) continues the same encoder, so its listeners' decoders see one
+continuous Opus stream."""
+
+
+@dataclass(eq=False)
+class Listener:
+    """Someone the mixer feeds: `settings` carries per-listener mix preferences for policies."""
+
+    id: str
+    lang: str
+    settings: dict[str, object] = field(default_factory=dict)
+    track: ListenerTrack = field(default_factory=ListenerTrack)
+    first_tick: int = 0
+
+
+GainPolicy = Callable[[Listener, SourceFrame, Sequence[SourceFrame]], float]
+"""How loud `frame` is in `listener`'s mix, given every frame active this tick (so a policy
+can duck originals while a translation plays). 0 leaves the frame out."""
+
+
+def original_voices(listener: Listener, frame: SourceFrame, active: Sequence[SourceFrame]) -> float:
+    """Hear the other people who speak your language, at full level; never yourself."""
+    if frame.kind == "voice" and frame.lang == listener.lang and frame.origin != listener.id:
+        return 1.0
+    return 0.0
+
+
+MixKey = tuple[tuple[str, float], ...]
+"""Which sources, at which gains: listeners with equal keys share one mix and one encode."""
+
+
+@dataclass(eq=False)
+class _EncodeStream:
+    encoder: OpusEncoder | None = None
+    limiter: Limiter = field(default_factory=Limiter)
+    idle_ticks: int = 0
+
+
+@dataclass
+class MixStats:
+    ticks: int = 0
+    late_ticks: int = 0
+    """Ticks that started more than half a tick after their deadline."""
+    skipped_ticks: int = 0
+    """Ticks never run because the mixer was a whole tick or more behind."""
+    encoded_frames: int = 0
+    listeners: int = 0
+    encode_streams: int = 0
+    """Distinct non-silent mixes encoded in the last tick (silent listeners share a
+    pre-encoded silence packet and cost no encoding)."""
+
+
+def _mix_and_encode(
+    jobs: Sequence[tuple[_EncodeStream, Sequence[tuple[Pcm, float]]]],
+    encoder_factory: Callable[[], OpusEncoder],
+) -> list[bytes]:
+    payloads = []
+    for stream, parts in jobs:
+        mix = np.zeros(FRAME_SAMPLES, np.float32)
+        for pcm, gain in parts:
+            mix += pcm if gain == 1.0 else pcm * np.float32(gain)
+        if stream.encoder is None:
+            stream.encoder = encoder_factory()
+        payloads.append(stream.encoder.encode(stream.limiter(mix)))
+    return payloads
+
+
+class RoomMixer:
+    """Pulls every source once per tick and sends each listener its own mix.
+
+    Listeners are grouped by `MixKey`; each group is summed, limited and Opus-encoded once,
+    and every track in the group gets the same bytes. All sources of a tick are summed in
+    that tick, so no source is a frame behind another.
+
+    Timing: ticks follow a monotonic schedule (start + n * 20 ms), so lateness never
+    accumulates. A tick that starts late still runs; when the mixer is a whole tick or more
+    behind, the missed ticks are skipped rather than run in a burst, and listeners see a
+    timestamp gap (their decoder conceals it) instead of a growing delay.
+
+    Mixing and encoding run in `executor` (the loop's default when None) whenever some
+    listener hears anything; a tick where everyone hears silence does no work off-loop.
+    """
+
+    def __init__(
+        self,
+        policy: GainPolicy = original_voices,
+        *,
+        executor: Executor | None = None,
+        encoder_factory: Callable[[], OpusEncoder] = OpusEncoder,
+    ) -> None:
+        self.policy = policy
+        self.stats = MixStats()
+        self._executor = executor
+        self._encoder_factory = encoder_factory
+        self._listeners: dict[str, Listener] = {}
+        self._sources: dict[str, MixSource] = {}
+        self._streams: dict[MixKey, _EncodeStream] = {}
+        self._silence = silence_packet()
+        self._next_tick = 0
+        self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def listeners(self) -> Sequence[Listener]:
+        return list(self._listeners.values())
+
+    @property
+    def sources(self) -> dict[str, MixSource]:
+        return dict(self._sources)
+
+    def add_listener(self, listener: Listener) -> Listener:
+        if listener.id in self._listeners:
+            raise ValueError(f"listener {listener.id} is already mixed for")
+        listener.first_tick = self._next_tick
+        self._listeners[listener.id] = listener
+        return listener
+
+    def remove_listener(self, listener_id: str) -> None:
+        listener = self._listeners.pop(listener_id, None)
+        if listener is not None:
+            listener.track.stop()
+
+    def add_source(self, key: str, source: MixSource) -> None:
+        """Mix `source` from the next tick; `key` names it in `MixKey`s (a participant id
+        for voices, e.g. "translation:spa" for a playout)."""
+        if key in self._sources:
+            raise ValueError(f"source {key} is already mixed")
+        self._sources[key] = source
+
+    def remove_source(self, key: str) -> None:
+        self._sources.pop(key, None)
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="room-mixer")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        for listener_id in list(self._listeners):
+            self.remove_listener(listener_id)
+        self._sources.clear()
+        self._streams.clear()
+
+    async def tick(self) -> None:
+        """Mix and send one 20 ms frame to every listener."""
+        tick = self._next_tick
+        self._next_tick += 1
+        frames = self._pull()
+        active = list(frames.values())
+        groups: dict[MixKey, list[Listener]] = {}
+        for listener in list(self._listeners.values()):
+            key = self._key(listener, frames, active)
+            groups.setdefault(key, []).append(listener)
+
+        audible = [key for key in groups if key]
+        jobs = [
+            (self._stream(key), [(frames[source].pcm, gain) for source, gain in key])
+            for key in audible
+        ]
+        payloads: list[bytes] = []
+        if jobs:
+            loop = asyncio.get_running_loop()
+            payloads = await loop.run_in_executor(
+                self._executor, _mix_and_encode, jobs, self._encoder_factory
+            )
+        encoded = dict(zip(audible, payloads, strict=True))
+        for key, members in groups.items():
+            payload = encoded.get(key, self._silence)
+            for listener in members:
+                # Members removed while the executor ran must not be fed again.
+                if listener.id in self._listeners:
+                    listener.track.push(payload, (tick - listener.first_tick) * FRAME_SAMPLES)
+        self._expire_streams(set(audible))
+        self.stats.ticks += 1
+        self.stats.encoded_frames += len(jobs)
+        self.stats.encode_streams = len(jobs)
+        self.stats.listeners = len(self._listeners)
+
+    def _pull(self) -> dict[str, SourceFrame]:
+        frames: dict[str, SourceFrame] = {}
+        for key, source in list(self._sources.items()):
+            try:
+                frame = source.pull()
+            except Exception:
+                log.exception("mix source %s failed; removing it", key)
+                self._sources.pop(key, None)
+                continue
+            if frame is not None:
+                frames[key] = frame
+        return frames
+
+    def _key(
+        self, listener: Listener, frames: dict[str, SourceFrame], active: Sequence[SourceFrame]
+    ) -> MixKey:
+        key = []
+        for source, frame in frames.items():
+            gain = float(self.policy(listener, frame, active))
+            if gain > 0.0:
+                key.append((source, gain))
+        return tuple(key)
+
+    def _stream(self, key: MixKey) -> _EncodeStream:
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _EncodeStream()
+        stream.idle_ticks = 0
+        return stream
+
+    def _expire_streams(self, used: set[MixKey]) -> None:
+        for key in [key for key in self._streams if key not in used]:
+            stream = self._streams[key]
+            stream.idle_ticks += 1
+            if stream.idle_ticks > STREAM_IDLE_TICKS:
+                del self._streams[key]
+
+    async def _run(self) -> None:
+        start = time.monotonic()
+        first = self._next_tick
+        while True:
+            deadline = start + (self._next_tick - first) * TICK_SECONDS
+            lateness = time.monotonic() - deadline
+            if lateness < 0:
+                await asyncio.sleep(-lateness)
+            elif lateness >= TICK_SECONDS:
+                missed = int(lateness // TICK_SECONDS)
+                self._next_tick += missed
+                self.stats.skipped_ticks += missed
+                self.stats.late_ticks += 1
+            elif lateness > TICK_SECONDS / 2:
+                self.stats.late_ticks += 1
+            try:
+                await self.tick()
+            except Exception:
+                # One bad tick must not silence the room for good.
+                log.exception("mixer tick failed")

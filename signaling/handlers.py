@@ -1,0 +1,89 @@
+"""Handlers of the core client -> server messages: join, offer, set_lang, leave."""
+
+from __future__ import annotations
+
+from aiohttp import WSCloseCode
+
+from media.peer import OfferError
+from signaling.messages import ErrorCode, Message, MessageRegistry, ProtocolError, text
+from signaling.rooms import RoomFull
+from signaling.session import Session
+
+MAX_SDP_CHARS = 60_000
+
+ROOM = text(1, 64, pattern=r"[A-Za-z0-9_-]+")
+NAME = text(1, 64, printable=True)
+LANG = text(1, 16)
+SDP = text(1, MAX_SDP_CHARS)
+
+
+def _listenable(session: Session, lang: str) -> str:
+    if not session.server.listenable(lang):
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_LANG, f"{lang!r} is not a language you can listen in (/languages)"
+        )
+    return lang
+
+
+async def join(session: Session, message: Message) -> None:
+    if session.participant is not None:
+        raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
+    lang = _listenable(session, message["lang"])
+    try:
+        participant = session.server.rooms.join(
+            message["room"], message["name"], lang, session.send
+        )
+    except RoomFull as error:
+        raise ProtocolError(ErrorCode.ROOM_FULL, str(error)) from error
+    session.participant = participant
+    session.send(
+        {
+            "type": "joined",
+            "id": participant.id,
+            "room": participant.room.id,
+            "participants": participant.room.roster(),
+            "ice_servers": session.server.ice_servers,
+        }
+    )
+
+
+async def offer(session: Session, message: Message) -> None:
+    participant = session.participant
+    assert participant is not None  # requires_join
+    if session.pc is not None:
+        raise ProtocolError(
+            ErrorCode.RENEGOTIATION_UNSUPPORTED,
+            "media is already negotiated; reconnect to start it again",
+        )
+    peers = session.server.peers
+    pc = session.pc = peers.create(on_ended=session.media_failed)
+    try:
+        sdp = await peers.answer(
+            pc, message["sdp"], participant.listener.track, participant.audio.attach
+        )
+    except OfferError as error:
+        session.pc = None
+        await peers.close(pc)
+        raise ProtocolError(ErrorCode.BAD_SDP, str(error)) from error
+    session.send({"type": "answer", "sdp": sdp})
+
+
+async def set_lang(session: Session, message: Message) -> None:
+    participant = session.participant
+    assert participant is not None  # requires_join
+    session.server.rooms.set_lang(participant, _listenable(session, message["lang"]))
+
+
+async def leave(session: Session, message: Message) -> None:
+    await session.end_media()
+    session.close(WSCloseCode.OK, "left")
+
+
+def core_messages() -> MessageRegistry:
+    """A registry with the core protocol; features register more types on it."""
+    registry = MessageRegistry()
+    registry.register("join", join, {"room": ROOM, "name": NAME, "lang": LANG}, requires_join=False)
+    registry.register("offer", offer, {"sdp": SDP})
+    registry.register("set_lang", set_lang, {"lang": LANG})
+    registry.register("leave", leave)
+    return registry

@@ -1,0 +1,171 @@
+"""One WebSocket = one participant: reads, checks and dispatches messages; owns the peer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiortc import RTCPeerConnection
+
+from media.peer import PeerConnections
+from signaling.languages import LanguageSource
+from signaling.messages import ErrorCode, MessageRegistry, ProtocolError
+from signaling.ratelimit import TokenBucket
+from signaling.rooms import Participant, Rooms
+
+log = logging.getLogger(__name__)
+
+CLOSE_ICE_FAILED = 4001
+WRITER_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_message_bytes: int = 64 * 1024
+    messages_per_second: float = 20.0
+    message_burst: int = 40
+    outbox: int = 256
+    """Server -> client messages waiting to be written. A client that lets this many pile
+    up is not reading; its socket is closed (1008) rather than buffering without end."""
+
+
+@dataclass
+class Signaling:
+    """What every session shares: the server's rooms, peers and message table."""
+
+    rooms: Rooms
+    peers: PeerConnections
+    messages: MessageRegistry
+    languages: LanguageSource
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    """For the browser, in `RTCIceServer` form."""
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    sessions: set[Session] = field(default_factory=set)
+    """Open sockets, so shutdown can close each one."""
+
+    def listenable(self, lang: str) -> bool:
+        return any(info.code == lang and info.text_out for info in self.languages())
+
+
+@dataclass(frozen=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class Session:
+    def __init__(self, ws: web.WebSocketResponse, server: Signaling) -> None:
+        self.ws = ws
+        self.server = server
+        self.participant: Participant | None = None
+        self.pc: RTCPeerConnection | None = None
+        self._outbox: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue(
+            server.limits.outbox
+        )
+        self._closing = False
+        self._bucket = TokenBucket(server.limits.messages_per_second, server.limits.message_burst)
+        self._writer: asyncio.Task[None] | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a message for this client. Never blocks; see `SessionLimits.outbox`."""
+        if self._closing:
+            return
+        if self._outbox.full():
+            log.warning("closing a session whose client stopped reading")
+            self.close(WSCloseCode.POLICY_VIOLATION, "not reading")
+            return
+        self._outbox.put_nowait(message)
+
+    def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
+        """Flush what is queued, then close the socket. The session then tears down."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._outbox.full():
+            self._outbox.get_nowait()
+        self._outbox.put_nowait(_Close(code, reason))
+
+    async def run(self) -> None:
+        """Serve the socket until it closes; then nothing of this participant remains."""
+        self._writer = asyncio.create_task(self._write(), name="session-writer")
+        try:
+            async for frame in self.ws:
+                if frame.type == WSMsgType.TEXT:
+                    await self._receive(frame.data)
+                elif frame.type == WSMsgType.BINARY:
+                    self.send(
+                        ProtocolError(ErrorCode.BAD_JSON, "binary frames are not used").to_message()
+                    )
+                if self._closing:
+                    break
+        finally:
+            await self._teardown()
+
+    async def end_media(self) -> None:
+        """Leave the room and release the peer connection (idempotent)."""
+        if self.participant is not None:
+            await self.server.rooms.leave(self.participant)
+        if self.pc is not None:
+            pc, self.pc = self.pc, None
+            await self.server.peers.close(pc)
+
+    def media_failed(self) -> None:
+        """The peer connection failed or was closed by the far side: the client must
+        reconnect, so say why and close; `run` then releases everything."""
+        self.send(
+            ProtocolError(
+                ErrorCode.ICE_FAILED, "the media connection failed; reconnect to retry"
+            ).to_message()
+        )
+        self.close(CLOSE_ICE_FAILED, ErrorCode.ICE_FAILED)
+
+    async def _receive(self, data: str) -> None:
+        limits = self.server.limits
+        try:
+            # A character is at most 4 bytes: only long text needs encoding to be measured.
+            if len(data) * 4 > limits.max_message_bytes and (
+                len(data.encode()) > limits.max_message_bytes
+            ):
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"frames are limited to {limits.max_message_bytes} bytes",
+                    WSCloseCode.MESSAGE_TOO_BIG,
+                )
+            if not self._bucket.take():
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {limits.messages_per_second:g} messages a second",
+                    WSCloseCode.POLICY_VIOLATION,
+                )
+            kind, message = self.server.messages.parse(data)
+            if kind.requires_join and self.participant is None:
+                raise ProtocolError(ErrorCode.NOT_JOINED, f"{kind.name}: join a room first")
+            await kind.handler(self, kind.validate(message))
+        except ProtocolError as error:
+            self.send(error.to_message())
+            if error.close_code is not None:
+                self.close(error.close_code, error.code)
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, _Close):
+                await self.ws.close(code=item.code, message=item.reason.encode())
+                return
+            try:
+                await self.ws.send_json(item)
+            except (ConnectionError, RuntimeError):
+                # The client is gone; keep draining so close() still finds its marker.
+                continue
+
+    async def _teardown(self) -> None:
+        await self.end_media()
+        self.close(WSCloseCode.OK)
+        if self._writer is not None:
+            # A client that stopped reading can stall a write; its socket gets no more time.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer, WRITER_GRACE_SECONDS)
