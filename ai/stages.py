@@ -1,0 +1,157 @@
+"""The pipeline's blocks: small callables that each take an utterance one step further.
+
+Each block works on the shared `Utterance`, stamps the `Stage` it completes,
+and holds no per-room state, so one instance of each serves every room. The
+engines behind them run off the event loop already; the blocks only bound how
+many calls may be in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ai.batcher import MicroBatcher
+from ai.engines import SpeechResult, SpeechSynthesizer, Translator
+from ai.languages import LANGUAGES
+from ai.utterance import Audio, Stage, Utterance
+
+log = logging.getLogger(__name__)
+
+SpeechRequest = tuple[Audio, str | None, Sequence[str]]
+"""One item of `Translator.translate_speech`: (16 kHz audio, declared language, targets)."""
+
+VoiceCaster = Callable[[str, str, Audio], str]
+"""(speaker id, language, the speaker's 16 kHz audio) -> the synthesizer voice to use."""
+
+Resampler = Callable[[Audio, int], Audio]
+"""(samples, their rate) -> the same audio at 48 kHz."""
+
+
+class SpeakerIdentifier(Protocol):
+    """Who spoke: a room's voiceprint registry behind an embedder."""
+
+    async def identify(self, utterance: Utterance) -> tuple[str, str | None]:
+        """(speaker id, display name if known)."""
+        ...
+
+
+class IdentifySpeaker:
+    """Fills `speaker_id`/`speaker_name`; stamps `Stage.VOICEPRINT`.
+
+    A failure costs only the speaker label (the translation goes on, voiced as
+    the connection it came from), so it is logged, not raised.
+    Concurrency: at most `slots` identifications at once across every room;
+    the rest wait in FIFO order. Their number is bounded by the pipelines'
+    in-flight bound.
+    """
+
+    def __init__(self, slots: int = 2) -> None:
+        self._slots = asyncio.Semaphore(slots)
+
+    async def __call__(self, utterance: Utterance, identifier: SpeakerIdentifier) -> None:
+        try:
+            async with self._slots:
+                utterance.speaker_id, utterance.speaker_name = await identifier.identify(utterance)
+        except Exception:
+            log.warning("voiceprint failed for %s; speaker unknown", utterance.id, exc_info=True)
+        utterance.stamp(Stage.VOICEPRINT)
+
+
+class TranslateSpeech:
+    """Transcribes and translates through the shared micro-batcher; stamps `Stage.TRANSLATED`.
+
+    Raises what the translator raised for this utterance alone, or
+    `BatcherFull` when the translator's queue is at its bound.
+    """
+
+    def __init__(
+        self,
+        translator: Translator,
+        *,
+        window: float = 0.020,
+        max_batch: int = 8,
+        max_pending: int = 64,
+    ) -> None:
+        self.batcher: MicroBatcher[SpeechRequest, SpeechResult] = MicroBatcher(
+            translator.translate_speech,
+            window=window,
+            max_batch=max_batch,
+            max_pending=max_pending,
+        )
+
+    async def __call__(self, utterance: Utterance, targets: Sequence[str]) -> None:
+        declared = utterance.source_lang
+        result = await self.batcher.submit((utterance.audio, declared, tuple(targets)))
+        utterance.transcript = result.transcript
+        utterance.source_lang = result.source_lang or declared
+        utterance.translations = dict(result.translations)
+        utterance.stamp(Stage.TRANSLATED)
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+class SpeakTranslation:
+    """Streams one translation as 48 kHz speech; stamps `Stage.FIRST_TTS` at the first chunk.
+
+    Kokoro speaks where it can, in a voice cast for the speaker; SeamlessM4T's
+    own vocoder speaks the languages Kokoro lacks; other languages get
+    captions only (no chunk at all).
+    Concurrency: at most `slots` syntheses at once across every room; the rest
+    wait in FIFO order, which is dispatch order, so earlier utterances are
+    voiced first. Their number is bounded by the pipelines' in-flight bound.
+    """
+
+    def __init__(
+        self,
+        synthesizer: SpeechSynthesizer,
+        translator: Translator,
+        to_mix_rate: Resampler,
+        *,
+        slots: int = 2,
+    ) -> None:
+        self._synthesizer = synthesizer
+        self._translator = translator
+        self._to_mix_rate = to_mix_rate
+        self._slots = asyncio.Semaphore(slots)
+
+    def speaks(self, lang: str) -> bool:
+        known = LANGUAGES.get(lang)
+        return self._synthesizer.speaks(lang) or (known is not None and known.seamless_speech_out)
+
+    async def __call__(
+        self,
+        utterance: Utterance,
+        lang: str,
+        text: str,
+        cast_voice: VoiceCaster,
+        emit: Callable[[Audio], None],
+    ) -> None:
+        if not text.strip() or not self.speaks(lang):
+            return
+        async with self._slots:
+            if self._synthesizer.speaks(lang):
+                speaker = utterance.speaker_id or utterance.source_id
+                voice = cast_voice(speaker, lang, utterance.audio)
+                chunks = self._synthesizer.stream(text, lang, voice)
+                try:
+                    async for chunk in chunks:
+                        self._emit(utterance, chunk, emit)
+                finally:
+                    close = getattr(chunks, "aclose", None)
+                    if close is not None:
+                        await close()  # stops a cancelled stream's remaining sentences
+            else:
+                audio, rate = await self._translator.speak(text, lang)
+                self._emit(utterance, self._to_mix_rate(audio, rate), emit)
+
+    @staticmethod
+    def _emit(utterance: Utterance, chunk: Audio, emit: Callable[[Audio], None]) -> None:
+        if chunk.size == 0:
+            return
+        if Stage.FIRST_TTS not in utterance.stamps:
+            utterance.stamp(Stage.FIRST_TTS)
+        emit(chunk)

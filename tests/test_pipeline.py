@@ -1,0 +1,419 @@
+"""The pipeline's own logic, with small deterministic engines standing in behind the Protocols.
+
+The engines here only make results that can be traced back to their input;
+the real engines have their own tests, and the end-to-end run uses them.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import numpy as np
+import pytest
+
+from ai.engines import SpeechResult
+from ai.pipeline import PipelineEngines, RoomPipeline, order_key
+from ai.utterance import PIPELINE_RATE, Audio, Stage, Utterance
+from media.frames import FRAME_SAMPLES, MIX_RATE
+from media.playout import TranslationPlayout
+
+KOKORO = frozenset({"eng", "spa"})
+"""What the test synthesizer speaks; "deu" goes to the translator's vocoder, "afr" is text only."""
+
+
+def speech(seconds: float = 1.0, level: float = 0.1) -> Audio:
+    return np.full(round(seconds * PIPELINE_RATE), level, dtype=np.float32)
+
+
+class Translator:
+    """Transcript names the audio's length; each translation names its language.
+
+    Audio whose first sample is negative is refused, like unusable input.
+    `gate` holds every batch until set.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, str | None, tuple[str, ...]]]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def translate_speech(
+        self, batch: Sequence[tuple[Audio, str | None, Sequence[str]]]
+    ) -> list[SpeechResult]:
+        self.batches.append([(len(audio), src, tuple(targets)) for audio, src, targets in batch])
+        await self.gate.wait()
+        if any(audio[0] < 0 for audio, _, _ in batch):
+            raise ValueError("audio is unusable")
+        return [
+            SpeechResult(
+                transcript=f"said {len(audio)}",
+                source_lang=src or "eng",
+                translations={lang: f"[{lang}] said {len(audio)}" for lang in targets},
+            )
+            for audio, src, targets in batch
+        ]
+
+    async def translate_text(
+        self, texts: Sequence[str], source_lang: str, target_lang: str
+    ) -> list[str]:
+        return [f"[{target_lang}] {text}" for text in texts]
+
+    async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
+        return np.full(1600, 0.3, dtype=np.float32), PIPELINE_RATE
+
+
+class Synthesizer:
+    """Two chunks per text. A language in `held` waits for its gate; one in `broken` fails."""
+
+    def __init__(self) -> None:
+        self.voices: list[tuple[str, str]] = []
+        self.held: dict[str, asyncio.Event] = {}
+        self.broken: set[str] = set()
+        self.open_streams = 0
+
+    def speaks(self, lang: str) -> bool:
+        return lang in KOKORO
+
+    async def stream(self, text: str, lang: str, voice: str) -> AsyncIterator[Audio]:
+        self.voices.append((lang, voice))
+        self.open_streams += 1
+        try:
+            yield np.full(FRAME_SAMPLES, 0.2, dtype=np.float32)
+            if lang in self.held:
+                await self.held[lang].wait()
+            if lang in self.broken:
+                raise RuntimeError("synthesizer broke")
+            yield np.full(FRAME_SAMPLES, 0.2, dtype=np.float32)
+        finally:
+            self.open_streams -= 1
+
+
+class Identifier:
+    def __init__(self, broken: bool = False) -> None:
+        self.broken = broken
+
+    async def identify(self, utterance: Utterance) -> tuple[str, str | None]:
+        if self.broken:
+            raise RuntimeError("no voiceprint")
+        return f"spk-{utterance.source_id}", utterance.source_id.title()
+
+
+def cast_voice(speaker_id: str, lang: str, audio: Audio) -> str:
+    return f"{lang}/{speaker_id}"
+
+
+def triple_rate(audio: Audio, rate: int) -> Audio:
+    assert rate == PIPELINE_RATE
+    return np.repeat(audio, MIX_RATE // rate)
+
+
+class Sink:
+    """Records every event as a tuple."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def _record(self, *event: object) -> None:
+        self.events.append(event)
+
+    def on_dispatch(self, utterance: Utterance, targets: Sequence[str], order_key: float) -> None:
+        self._record("dispatch", utterance.id, tuple(targets))
+
+    def on_caption(self, utterance: Utterance, lang: str, text: str, final: bool) -> None:
+        self._record("caption", utterance.id, lang, text, final)
+
+    def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
+        self._record("speech", utterance.id, lang, len(chunk))
+
+    def on_speech_end(self, utterance: Utterance, lang: str) -> None:
+        self._record("speech_end", utterance.id, lang)
+
+    def on_error(self, utterance: Utterance, message: str, lang: str | None) -> None:
+        self._record("error", utterance.id, lang, message)
+
+    def on_finished(self, utterance: Utterance) -> None:
+        self._record("finished", utterance.id)
+
+    def of(self, utterance: Utterance) -> list[tuple[object, ...]]:
+        return [event[:1] + event[2:] for event in self.events if event[1] == utterance.id]
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Polls, because conditions also read engine state that signals nothing."""
+        async with asyncio.timeout(30):
+            while not done():  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+
+    async def until_finished(self, *utterances: Utterance) -> None:
+        ids = {utt.id for utt in utterances}
+        await self.until(lambda: ids <= {e[1] for e in self.events if e[0] == "finished"})
+
+
+class Room:
+    def __init__(self, engines: PipelineEngines, langs: set[str], **options: int) -> None:
+        self.langs = langs
+        self.sink = Sink()
+        self.identifier = Identifier()
+        self.pipeline = RoomPipeline(
+            engines, self.identifier, lambda: self.langs, cast_voice, self.sink, **options
+        )
+
+
+@pytest.fixture
+def translator() -> Translator:
+    return Translator()
+
+
+@pytest.fixture
+def synthesizer() -> Synthesizer:
+    return Synthesizer()
+
+
+@pytest.fixture
+async def engines(translator: Translator, synthesizer: Synthesizer) -> PipelineEngines:
+    return PipelineEngines(translator, synthesizer, triple_rate)
+
+
+def other_tasks() -> set[asyncio.Task[object]]:
+    return asyncio.all_tasks() - {asyncio.current_task()}
+
+
+async def test_captions_then_speech_in_every_language_someone_hears(
+    engines: PipelineEngines, synthesizer: Synthesizer
+) -> None:
+    room = Room(engines, {"eng", "spa", "deu", "afr"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    assert room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+
+    events = room.sink.of(utt)
+    assert events[0] == ("dispatch", ("afr", "deu", "spa"))
+    captions = [e for e in events if e[0] == "caption"]
+    assert captions == [
+        ("caption", "eng", "said 16000", False),
+        ("caption", "afr", "[afr] said 16000", True),
+        ("caption", "deu", "[deu] said 16000", True),
+        ("caption", "spa", "[spa] said 16000", True),
+        ("caption", "eng", "said 16000", True),
+    ]
+    assert events.index(captions[-1]) < min(i for i, e in enumerate(events) if e[0] == "speech")
+    speech_events = {lang: [e[2] for e in events if e[0] == "speech" and e[1] == lang]
+                     for lang in ("afr", "deu", "spa")}
+    assert speech_events == {"afr": [], "deu": [3 * 1600], "spa": [FRAME_SAMPLES] * 2}
+    assert sorted(str(e[1]) for e in events if e[0] == "speech_end") == ["afr", "deu", "spa"]
+    assert events[-1] == ("finished",)
+
+    assert (utt.speaker_id, utt.speaker_name) == ("spk-alice", "Alice")
+    assert synthesizer.voices == [("spa", "spa/spk-alice")]
+    assert utt.translations["spa"] == "[spa] said 16000" and utt.error is None
+    for stage in (Stage.VAD_END, Stage.VOICEPRINT, Stage.TRANSLATED, Stage.FIRST_TTS):
+        assert stage in utt.stamps
+
+
+async def test_targets_are_taken_at_dispatch_so_set_lang_applies_to_the_next_utterance(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    room = Room(engines, {"eng", "spa"})
+    translator.gate.clear()
+    first = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    room.pipeline.submit(first)
+    await room.sink.until(lambda: len(translator.batches) == 1)
+
+    room.langs = {"eng", "fra"}  # bob switched from Spanish to French mid-translation
+    translator.gate.set()
+    second = Utterance(speech(2.0), 1.5, 3.5, source_id="alice", source_lang="eng")
+    await room.sink.until_finished(first)
+    room.pipeline.submit(second)
+    await room.sink.until_finished(second)
+
+    assert room.sink.of(first)[0] == ("dispatch", ("spa",))
+    assert room.sink.of(second)[0] == ("dispatch", ("fra",))
+    assert [batch[0][2] for batch in translator.batches] == [("spa",), ("fra",)]
+
+
+async def test_a_speaker_alone_in_their_language_still_gets_a_caption(
+    engines: PipelineEngines,
+) -> None:
+    room = Room(engines, {"eng"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+    assert room.sink.of(utt) == [
+        ("dispatch", ()),
+        ("caption", "eng", "said 16000", False),
+        ("caption", "eng", "said 16000", True),
+        ("finished",),
+    ]
+
+
+async def test_utterances_from_several_rooms_share_one_translator_batch(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    rooms = [Room(engines, {"eng", "spa"}), Room(engines, {"spa", "eng"})]
+    utts = [
+        Utterance(speech(1.0), 0.0, 1.0, source_id="alice", source_lang="eng"),
+        Utterance(speech(2.0), 0.0, 2.0, source_id="bruno", source_lang="spa"),
+    ]
+    for room, utt in zip(rooms, utts, strict=True):
+        room.pipeline.submit(utt)
+    for room, utt in zip(rooms, utts, strict=True):
+        await room.sink.until_finished(utt)
+    assert translator.batches == [[(16000, "eng", ("spa",)), (32000, "spa", ("eng",))]]
+
+
+async def test_a_translator_failure_fails_that_utterance_alone(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    room = Room(engines, {"eng", "spa"})
+    bad = Utterance(speech(level=-0.1), 0.0, 1.0, source_id="alice", source_lang="eng")
+    good = Utterance(speech(), 0.0, 1.0, source_id="bob", source_lang="eng")
+    room.pipeline.submit(bad)
+    room.pipeline.submit(good)
+    await room.sink.until_finished(bad, good)
+
+    bad_events = room.sink.of(bad)
+    assert bad_events[0] == ("dispatch", ("spa",))
+    assert bad_events[1][:2] == ("error", None) and "audio is unusable" in str(bad_events[1][2])
+    assert bad_events[2:] == [("finished",)]
+    assert bad.error is not None and "audio is unusable" in bad.error
+    assert ("speech_end", "spa") in room.sink.of(good) and good.error is None
+    assert len(translator.batches[0]) == 2  # they were batched, then retried singly
+
+
+async def test_a_speech_failure_fails_that_language_alone(
+    engines: PipelineEngines, synthesizer: Synthesizer
+) -> None:
+    synthesizer.broken.add("spa")
+    room = Room(engines, {"eng", "spa", "deu"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="deu")
+    room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+
+    events = room.sink.of(utt)
+    errors = [e for e in events if e[0] == "error"]
+    assert len(errors) == 1 and errors[0][1] == "spa" and "synthesizer broke" in str(errors[0][2])
+    assert ("speech_end", "eng") in events and ("speech_end", "spa") not in events
+    assert synthesizer.open_streams == 0
+
+
+async def test_an_unknown_speaker_is_still_translated_and_voiced(
+    engines: PipelineEngines, synthesizer: Synthesizer
+) -> None:
+    room = Room(engines, {"eng", "spa"})
+    room.identifier.broken = True
+    utt = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+    assert utt.speaker_id is None and utt.error is None
+    assert synthesizer.voices == [("spa", "spa/alice")]
+    assert ("speech_end", "spa") in room.sink.of(utt)
+
+
+async def test_a_speaker_too_far_ahead_is_refused_with_an_error(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    room = Room(engines, {"eng", "spa"}, max_in_flight_per_source=1)
+    translator.gate.clear()
+    first = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    second = Utterance(speech(), 1.0, 2.0, source_id="alice", source_lang="eng")
+    other = Utterance(speech(), 1.0, 2.0, source_id="bob", source_lang="eng")
+    assert room.pipeline.submit(first)
+    assert not room.pipeline.submit(second)
+    assert room.pipeline.submit(other)
+    assert [e[0] for e in room.sink.of(second)] == ["error", "finished"]
+    translator.gate.set()
+    await room.sink.until_finished(first, other)
+    assert room.pipeline.in_flight == 0
+
+
+async def test_a_leaving_speaker_is_cancelled_everywhere_and_nothing_leaks(
+    engines: PipelineEngines, translator: Translator, synthesizer: Synthesizer
+) -> None:
+    before = other_tasks()
+    room = Room(engines, {"eng", "spa"})
+    synthesizer.held["spa"] = asyncio.Event()
+    speaking = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    room.pipeline.submit(speaking)
+    await room.sink.until(lambda: ("speech", "spa", FRAME_SAMPLES) in room.sink.of(speaking))
+
+    translator.gate.clear()
+    translating = Utterance(speech(2.0), 1.0, 3.0, source_id="alice", source_lang="eng")
+    queued = Utterance(speech(3.0), 1.0, 4.0, source_id="alice", source_lang="eng")
+    staying = Utterance(speech(), 1.0, 2.0, source_id="bob", source_lang="eng")
+    room.pipeline.submit(translating)
+    await room.sink.until(lambda: len(translator.batches) == 2)
+    room.pipeline.submit(queued)  # waits in the batcher behind the running batch
+    room.pipeline.submit(staying)
+    await room.sink.until(lambda: engines.translate.batcher.pending == 2)
+
+    events_before = {utt.id: len(room.sink.of(utt)) for utt in (speaking, translating, queued)}
+    await room.pipeline.cancel_source("alice")
+    assert engines.translate.batcher.pending == 1
+    assert synthesizer.open_streams == 0
+    synthesizer.held["spa"].set()
+    translator.gate.set()
+    await room.sink.until_finished(staying)
+
+    for utt in (speaking, translating, queued):
+        assert len(room.sink.of(utt)) == events_before[utt.id]  # not a word more
+    assert room.pipeline.in_flight == 0
+    assert translator.batches[2:] == [[(16000, "eng", ("spa",))]]  # alice's queued one never ran
+    await engines.close()
+    await asyncio.sleep(0)
+    assert other_tasks() == before
+
+
+class PlayoutSink(Sink):
+    """How a room wires the pipeline to per-language playouts (see ai/pipeline.py)."""
+
+    def __init__(self, langs: Sequence[str]) -> None:
+        super().__init__()
+        self.playouts = {lang: TranslationPlayout(lang) for lang in langs}
+
+    def on_dispatch(self, utterance: Utterance, targets: Sequence[str], order_key: float) -> None:
+        super().on_dispatch(utterance, targets, order_key)
+        for lang in targets:
+            self.playouts[lang].reserve(utterance.id, utterance.source_id, order_key)
+
+    def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
+        super().on_speech(utterance, lang, chunk)
+        self.playouts[lang].feed(utterance.id, chunk)
+
+    def on_speech_end(self, utterance: Utterance, lang: str) -> None:
+        super().on_speech_end(utterance, lang)
+        self.playouts[lang].finish(utterance.id)
+
+    def on_error(self, utterance: Utterance, message: str, lang: str | None) -> None:
+        super().on_error(utterance, message, lang)
+        for playout in self.playouts.values() if lang is None else [self.playouts[lang]]:
+            playout.cancel(utterance.id)
+
+
+async def test_speech_plays_in_the_order_utterances_ended_even_if_voiced_out_of_order(
+    engines: PipelineEngines,
+) -> None:
+    sink = PlayoutSink(["spa"])
+    pipeline = RoomPipeline(engines, Identifier(), lambda: {"eng", "spa"}, cast_voice, sink)
+    earlier = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    later = Utterance(speech(), 0.5, 1.5, source_id="bob", source_lang="eng")
+    earlier.stamp(Stage.VAD_END, 100.0)
+    later.stamp(Stage.VAD_END, 101.0)
+    pipeline.submit(later)
+    await sink.until_finished(later)  # the later one is voiced first
+    pipeline.submit(earlier)
+    await sink.until_finished(earlier)
+    assert order_key(earlier) < order_key(later)
+
+    origins = []
+    while (frame := sink.playouts["spa"].pull()) is not None:
+        origins.append(frame.origin)
+    assert origins == ["alice", "alice", "bob", "bob"]
+
+
+async def test_bad_submissions_are_refused_clearly(engines: PipelineEngines) -> None:
+    room = Room(engines, {"eng"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    room.pipeline.submit(utt)
+    with pytest.raises(ValueError, match="already in flight"):
+        room.pipeline.submit(utt)
+    await room.pipeline.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        room.pipeline.submit(Utterance(speech(), 0.0, 1.0, source_id="alice"))
