@@ -22,7 +22,6 @@ from typing import Protocol
 from ai.engines import SpeechSynthesizer, Translator
 from ai.stages import (
     IdentifySpeaker,
-    Resampler,
     SpeakerIdentifier,
     SpeakTranslation,
     TranslateSpeech,
@@ -75,7 +74,6 @@ class PipelineEngines:
         self,
         translator: Translator,
         synthesizer: SpeechSynthesizer,
-        to_mix_rate: Resampler,
         *,
         batch_window: float = 0.020,
         max_batch: int = 8,
@@ -87,7 +85,7 @@ class PipelineEngines:
         self.translate = TranslateSpeech(
             translator, window=batch_window, max_batch=max_batch, max_pending=max_pending
         )
-        self.speak = SpeakTranslation(synthesizer, translator, to_mix_rate, slots=speech_slots)
+        self.speak = SpeakTranslation(synthesizer, translator, slots=speech_slots)
 
     async def close(self) -> None:
         await self.translate.close()
@@ -110,7 +108,7 @@ class RoomPipeline:
         cast_voice: VoiceCaster,
         sink: PipelineSink,
         *,
-        max_in_flight_per_source: int = 3,
+        max_in_flight_per_source: int = 4,
     ) -> None:
         self._engines = engines
         self._identifier = identifier

@@ -16,6 +16,7 @@ from typing import Protocol
 from ai.batcher import MicroBatcher
 from ai.engines import SpeechResult, SpeechSynthesizer, Translator
 from ai.languages import LANGUAGES
+from ai.resample import to_speech_rate
 from ai.utterance import Audio, Stage, Utterance
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,6 @@ SpeechRequest = tuple[Audio, str | None, Sequence[str]]
 
 VoiceCaster = Callable[[str, str, Audio], str]
 """(speaker id, language, the speaker's 16 kHz audio) -> the synthesizer voice to use."""
-
-Resampler = Callable[[Audio, int], Audio]
-"""(samples, their rate) -> the same audio at 48 kHz."""
 
 
 class SpeakerIdentifier(Protocol):
@@ -101,21 +99,19 @@ class SpeakTranslation:
     own vocoder speaks the languages Kokoro lacks; other languages get
     captions only (no chunk at all).
     Concurrency: at most `slots` syntheses at once across every room; the rest
-    wait in FIFO order, which is dispatch order, so earlier utterances are
-    voiced first. Their number is bounded by the pipelines' in-flight bound.
+    wait in FIFO order, so translations are voiced in the order they were
+    ready. Their number is bounded by the pipelines' in-flight bound.
     """
 
     def __init__(
         self,
         synthesizer: SpeechSynthesizer,
         translator: Translator,
-        to_mix_rate: Resampler,
         *,
         slots: int = 2,
     ) -> None:
         self._synthesizer = synthesizer
         self._translator = translator
-        self._to_mix_rate = to_mix_rate
         self._slots = asyncio.Semaphore(slots)
 
     def speaks(self, lang: str) -> bool:
@@ -146,7 +142,10 @@ class SpeakTranslation:
                         await close()  # stops a cancelled stream's remaining sentences
             else:
                 audio, rate = await self._translator.speak(text, lang)
-                self._emit(utterance, self._to_mix_rate(audio, rate), emit)
+                # Tens of milliseconds for a long sentence: too long for the loop's 20 ms ticks.
+                loop = asyncio.get_running_loop()
+                chunk = await loop.run_in_executor(None, to_speech_rate, audio, rate)
+                self._emit(utterance, chunk, emit)
 
     @staticmethod
     def _emit(utterance: Utterance, chunk: Audio, emit: Callable[[Audio], None]) -> None:
