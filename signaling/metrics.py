@@ -23,11 +23,12 @@ _LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
 )
 
-# Each stage is timed from the stamp before it, so the histograms add up to the total.
+# Voiceprint and translation both start at VAD end and run side by side, so both are
+# timed from there; the critical path is vad_hangover + translate + tts + playout.
 _STAGE_SPANS = (
     ("vad_hangover", Stage.LAST_VOICED, Stage.VAD_END),
     ("voiceprint", Stage.VAD_END, Stage.VOICEPRINT),
-    ("translate", Stage.VOICEPRINT, Stage.TRANSLATED),
+    ("translate", Stage.VAD_END, Stage.TRANSLATED),
     ("tts_first_chunk", Stage.TRANSLATED, Stage.FIRST_TTS),
     ("playout_first_packet", Stage.FIRST_TTS, Stage.FIRST_SENT),
 )
