@@ -6,5 +6,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures.speech",
+    "tests.fixtures.pyannote",
     "tests.fixtures.seamless",
 ]
