@@ -1,0 +1,191 @@
+// One stay in one room: the signaling WebSocket and the WebRTC peer connection.
+//
+// Speaks docs/protocol.md. Server messages go through MESSAGE_HANDLERS, one entry per
+// `type`; new message types are one more entry there plus an event the page listens to.
+//
+// Events (CustomEvent, payload in `detail`):
+//   state         {socket, peer}        connection states changed
+//   joined        the `joined` message
+//   participants  [{id, name, lang}]
+//   levels        {id: level}
+//   track         MediaStream           the audio mixed for us
+//   server-error  {code, message}       a recoverable error; we are still in the room
+//   ended         {problem} | {serverError} | {}   the session is over (empty: we left)
+(function (BF) {
+  'use strict';
+
+  // The server does not trickle ICE, so the offer waits for our candidates, up to this.
+  const GATHER_TIMEOUT_MS = 2000;
+  // Codes after which the server closes the socket; we wait for the close to end.
+  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed']);
+
+  const MESSAGE_HANDLERS = {
+    joined(session, msg) {
+      session.id = msg.id;
+      session.joined = true;
+      session.emit('joined', msg);
+      session.startMedia(msg.ice_servers || []);
+    },
+    answer(session, msg) {
+      session.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp })
+        .catch(() => session.end({ problem: 'peer_failed' }));
+    },
+    participants(session, msg) {
+      session.emit('participants', msg.participants);
+    },
+    levels(session, msg) {
+      session.emit('levels', msg.levels);
+    },
+    error(session, msg) {
+      const error = { code: msg.code, message: msg.message };
+      if (!session.joined) {
+        session.end({ serverError: error });
+      } else if (FATAL_ERRORS.has(msg.code)) {
+        session.fatalError = error;
+      } else {
+        session.emit('server-error', error);
+      }
+    },
+  };
+
+  // "https://host:8443/prefix" -> {base: "https://host:8443/prefix/", ...}; throws if invalid.
+  function serverAddress(text) {
+    const url = new URL(text.trim());
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError('not http(s)');
+    url.search = '';
+    url.hash = '';
+    if (!url.pathname.endsWith('/')) url.pathname += '/';
+    const socket = new URL('ws', url);
+    socket.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    return { base: url.href, socket: socket.href, languages: new URL('languages', url).href };
+  }
+
+  class Session extends EventTarget {
+    // `mic` is the getUserMedia stream; the session stops its tracks when it ends.
+    constructor(server, join, mic) {
+      super();
+      this.server = server;
+      this.join = join;
+      this.mic = mic;
+      this.id = null;
+      this.joined = false;
+      this.ended = false;
+      this.opened = false;
+      this.fatalError = null;
+      this.ws = null;
+      this.pc = null;
+      this.states = { socket: 'connecting', peer: 'new' };
+    }
+
+    emit(type, detail) {
+      this.dispatchEvent(new CustomEvent(type, { detail }));
+    }
+
+    setState(part, value) {
+      this.states[part] = value;
+      this.emit('state', { ...this.states });
+    }
+
+    connect() {
+      try {
+        this.ws = new WebSocket(this.server.socket);
+      } catch (error) {
+        // Browsers refuse ws:// from an https page synchronously.
+        this.end({ problem: error.name === 'SecurityError' ? 'mixed_content' : 'unreachable' });
+        return;
+      }
+      this.ws.addEventListener('open', () => {
+        this.opened = true;
+        this.setState('socket', 'open');
+        this.send({ type: 'join', ...this.join });
+      });
+      this.ws.addEventListener('message', (event) => this.onMessage(event.data));
+      this.ws.addEventListener('close', (event) => this.onClose(event));
+    }
+
+    send(message) {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+    }
+
+    onMessage(data) {
+      let msg;
+      try {
+        msg = JSON.parse(data);
+      } catch {
+        return;
+      }
+      const handler = msg && MESSAGE_HANDLERS[msg.type];
+      // Types this page does not know yet are skipped: newer servers may send more.
+      if (handler && !this.ended) handler(this, msg);
+    }
+
+    onClose(event) {
+      this.setState('socket', 'closed');
+      if (this.ended) return;
+      if (this.fatalError) this.end({ serverError: this.fatalError });
+      else if (!this.opened) this.end({ problem: 'unreachable' });
+      else if (event.code === 1001) this.end({ problem: 'server_shutdown' });
+      else this.end({ problem: 'connection_lost' });
+    }
+
+    async startMedia(iceServers) {
+      const pc = new RTCPeerConnection({ iceServers });
+      this.pc = pc;
+      pc.addEventListener('connectionstatechange', () => {
+        this.setState('peer', pc.connectionState);
+        if (pc.connectionState === 'failed' && !this.ended) this.end({ problem: 'peer_failed' });
+      });
+      pc.addEventListener('track', (event) => {
+        this.emit('track', event.streams[0] || new MediaStream([event.track]));
+      });
+      const [track] = this.mic.getAudioTracks();
+      pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.mic] });
+      try {
+        await pc.setLocalDescription(await pc.createOffer());
+        await gathered(pc);
+      } catch {
+        if (!this.ended) this.end({ problem: 'peer_failed' });
+        return;
+      }
+      if (!this.ended) this.send({ type: 'offer', sdp: pc.localDescription.sdp });
+    }
+
+    // The server confirms with a `participants` message, or refuses with `unknown_lang`.
+    setLang(lang) {
+      this.send({ type: 'set_lang', lang });
+    }
+
+    leave() {
+      this.send({ type: 'leave' });
+      this.end({});
+    }
+
+    // Idempotent: closes everything this session opened, then tells the page why.
+    end(reason) {
+      if (this.ended) return;
+      this.ended = true;
+      if (this.pc) this.pc.close();
+      for (const track of this.mic.getTracks()) track.stop();
+      if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, 'left');
+      this.setState('peer', 'closed');
+      this.emit('ended', reason);
+    }
+  }
+
+  function gathered(pc) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') done();
+      });
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  BF.Session = Session;
+  BF.serverAddress = serverAddress;
+})(window.BF = window.BF || {});

@@ -1,0 +1,216 @@
+"""End to end in real browsers: two headless Chromium pages talk through the server.
+
+How it runs here (and in CI, as root on a machine like this one):
+- Debian's `/usr/bin/chromium` through Playwright's Python package, one persistent context
+  per participant, because each needs its own `--use-file-for-fake-audio-capture` wav.
+- No network namespace is needed. With `--allow-loopback-in-peer-connection` Chromium
+  offers host candidates on 127.0.0.1 (next to its other interfaces), and the server is
+  told to offer 127.0.0.1 (`ServerSettings(ice_addresses=["127.0.0.1"])`), so ICE pairs
+  on loopback. If a machine had no loopback candidates, running the session under
+  `unshare -n sh -c 'ip link set lo up; pytest ...'` gives a namespace with only `lo`.
+- Each page measures the audio it receives with a WebAudio AnalyserNode (getStats()
+  audioLevel stays 0 while an audio element is muted) and its own microphone the same
+  way; `window.babblefish.stats()` returns both as histories of (epoch ms, level).
+  Both pages run on this machine's clock, so the histories line up.
+
+Nothing here asserts a duration: the test polls until enough speech has been heard, then
+checks who heard whom by correlating the level envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.fixtures.browser import LaunchParticipant, Participant
+from tests.fixtures.server import ServerFactory
+from tests.fixtures.speech import compose
+
+pytestmark = pytest.mark.browser
+
+ROOM_SCREENSHOT = Path("/tmp/babblefish-room.png")
+BIN_S = 0.1
+MAX_LAG_S = 2.0
+SPEAKING = 0.5
+SILENT = 0.05
+ENOUGH_BINS = 25
+"""2.5 s of each kind of moment (only I speak / only the other speaks) before judging."""
+
+CONNECTED = "s && s.joined && s.states.peer === 'connected' && s.participants.length === 2"
+
+
+@pytest.fixture
+async def babblefish(
+    babblefish_factory: ServerFactory, request: pytest.FixtureRequest
+) -> TestServer:
+    """The server the pages use; a test may pass ServerSettings fields by indirect
+    parametrization."""
+    return await babblefish_factory(**getattr(request, "param", {}))
+
+
+def fake_mic(path: Path, sentence: str, silence_after: float) -> Path:
+    """A looping microphone: one sentence, then silence. Different lengths of silence
+    make two such loops drift against each other, so each speaks alone at some point."""
+    return compose([0.3, sentence, silence_after], rate=48_000).write_wav(path)
+
+
+def binned(history: list[list[float]], start: float, bins: int) -> np.ndarray:
+    """Peak level per BIN_S bin from `start` (epoch ms); a bin with no reading repeats the
+    one before."""
+    out = np.full(bins, np.nan)
+    for stamp, level in history:
+        index = int((stamp - start) / (BIN_S * 1000))
+        if 0 <= index < bins:
+            out[index] = level if np.isnan(out[index]) else max(out[index], level)
+    for index in range(bins):
+        if np.isnan(out[index]):
+            out[index] = out[index - 1] if index else 0.0
+    return out
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def hearing(listener: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """What `listener` received, against both microphones, over the time all three were
+    measured, at the delay that best explains it by the other's microphone."""
+    series = [listener["incoming"]["history"], listener["mic"]["history"], other["mic"]["history"]]
+    start = max(history[0][0] for history in series)
+    end = min(history[-1][0] for history in series)
+    bins = int((end - start) / (BIN_S * 1000))
+    heard, own, theirs = (binned(history, start, bins) for history in series)
+    max_lag = int(MAX_LAG_S / BIN_S)
+    if bins < 4 * max_lag:
+        return {"bins": bins}
+    lags = range(max_lag + 1)
+    by_other = [correlation(heard[lag:], theirs[: bins - lag]) for lag in lags]
+    lag = int(np.argmax(by_other))
+    heard, own, theirs = heard[lag:], own[: bins - lag], theirs[: bins - lag]
+    # "Only I speak": I am loud and the other is silent in a whole second around it.
+    theirs_around = np.array(
+        [theirs[max(0, i - 5) : i + 6].max() for i in range(len(theirs))]
+    )
+    only_mine = (own > SPEAKING) & (theirs_around < SILENT)
+    only_theirs = theirs > SPEAKING
+    return {
+        "bins": bins,
+        "lag_s": lag * BIN_S,
+        "r_other": by_other[lag],
+        "r_own": max(correlation(heard[k:], own[: len(own) - k]) for k in lags),
+        "only_mine": int(only_mine.sum()),
+        "only_theirs": int(only_theirs.sum()),
+        "heard_while_only_mine": float(np.percentile(heard[only_mine], 90))
+        if only_mine.any() else None,
+        "heard_while_theirs": float(np.median(heard[only_theirs])) if only_theirs.any() else None,
+    }
+
+
+def enough(result: dict[str, Any]) -> bool:
+    return result.get("only_mine", 0) >= ENOUGH_BINS and result.get("only_theirs", 0) >= ENOUGH_BINS
+
+
+async def two_in_a_room(
+    launch_participant: LaunchParticipant, tmp_path: Path
+) -> tuple[Participant, Participant]:
+    ana = await launch_participant(
+        fake_mic(tmp_path / "ana.wav", "Good morning everyone, the weather is lovely today.", 4.5)
+    )
+    bob = await launch_participant(
+        fake_mic(tmp_path / "bob.wav", "Please send me the quarterly report before noon.", 7.0)
+    )
+    await ana.join("Ana", "e2e", "eng")
+    await bob.join("Bob", "e2e", "eng")
+    for page in (ana, bob):
+        await page.wait_until(CONNECTED)
+    return ana, bob
+
+
+async def test_each_hears_the_other_and_not_themselves(
+    launch_participant: LaunchParticipant, tmp_path: Path
+) -> None:
+    ana, bob = await two_in_a_room(launch_participant, tmp_path)
+    await ana.page.screenshot(path=str(ROOM_SCREENSHOT))
+
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(120):
+        await asyncio.sleep(1.0)
+        a, b = await ana.stats(), await bob.stats()
+        if not (a["incoming"] and b["incoming"]):
+            continue
+        results = {"ana": hearing(a, b), "bob": hearing(b, a)}
+        if all(enough(result) for result in results.values()):
+            break
+    print(results)
+    for who, result in results.items():
+        assert enough(result), f"{who} never had both kinds of moment: {result}"
+        # What I receive follows the other's microphone ...
+        assert result["r_other"] > 0.5, (who, result)
+        # ... and not mine,
+        assert result["r_own"] < result["r_other"] - 0.4, (who, result)
+        # so while only I speak, I receive near silence, and I do hear the other speak.
+        assert result["heard_while_only_mine"] < 0.2, (who, result)
+        assert result["heard_while_theirs"] > 0.4, (who, result)
+
+
+async def test_language_change_leave_and_rejoin(
+    launch_participant: LaunchParticipant, tmp_path: Path
+) -> None:
+    ana, bob = await two_in_a_room(launch_participant, tmp_path)
+
+    await ana.page.click("#room-lang")
+    await ana.page.fill("#room-lang", "spanish")
+    await ana.page.keyboard.press("Enter")
+    await ana.wait_until("s.lang === 'spa'")
+    spanish = bob.page.locator("#participants .person-lang", has_text="Spanish")
+    await spanish.wait_for()
+
+    await bob.page.click("#leave-button")
+    await bob.page.locator("#join-view").wait_for(state="visible")
+    await ana.wait_until("s.participants.length === 1")
+    assert (await bob.stats())["mic"] is None
+
+    # Same page, no reload: the form kept the choices.
+    await bob.page.click("#join-button")
+    await bob.wait_until(CONNECTED)
+    await ana.wait_until(CONNECTED)
+    assert await bob.page.locator("#participants .person").count() == 2
+
+
+async def test_unreachable_server_is_explained(
+    launch_participant: LaunchParticipant, tmp_path: Path
+) -> None:
+    page = (await launch_participant(fake_mic(tmp_path / "a.wav", "Hello.", 1.0))).page
+    await page.locator("#join-lang:not([disabled])").wait_for()
+    await page.click("#server-box summary")
+    await page.fill("#server-url", "http://127.0.0.1:9")
+    await page.click("#server-check")
+    notice = page.locator("#notice")
+    await notice.wait_for(state="visible")
+    assert "Cannot reach the server at http://127.0.0.1:9/" in await notice.inner_text()
+    assert await page.locator("#join-button").is_disabled()
+
+
+@pytest.mark.parametrize("babblefish", [{"max_participants": 1}], indirect=True)
+async def test_server_error_is_explained_and_the_form_comes_back(
+    launch_participant: LaunchParticipant, tmp_path: Path
+) -> None:
+    ana = await launch_participant(fake_mic(tmp_path / "ana.wav", "Hello.", 1.0))
+    bob = await launch_participant(fake_mic(tmp_path / "bob.wav", "Hi.", 1.0))
+    await ana.join("Ana", "tiny", "eng")
+    await bob.page.fill("#name", "Bob")
+    await bob.page.fill("#room", "tiny")
+    await bob.page.click("#join-button")
+    notice = bob.page.locator("#notice")
+    await notice.wait_for(state="visible")
+    assert "This room is full" in await notice.inner_text()
+    assert await bob.page.locator("#join-view").is_visible()
+    assert await bob.page.locator("#join-button").is_enabled()
+    assert (await bob.stats())["joined"] is False
