@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures.speech",
+    "tests.fixtures.browser",
     "tests.fixtures.pyannote",
     "tests.fixtures.seamless",
 ]
