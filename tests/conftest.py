@@ -8,5 +8,6 @@ pytest_plugins = [
     "tests.fixtures.speech",
     "tests.fixtures.browser",
     "tests.fixtures.pyannote",
+    "tests.fixtures.kokoro",
     "tests.fixtures.seamless",
 ]

@@ -1,0 +1,244 @@
+"""Kokoro-82M text to speech through kokoro-onnx, streamed sentence by sentence.
+
+espeak-ng (bundled with kokoro-onnx) turns most languages into phonemes;
+Japanese and Chinese go through misaki's G2P instead, which espeak garbles.
+Languages absent from `KOKORO_LANGUAGES` are left to SeamlessM4T's vocoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import AsyncGenerator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from kokoro_onnx import Kokoro
+from kokoro_onnx.config import SAMPLE_RATE as KOKORO_RATE
+from kokoro_onnx.session import resolve_providers
+
+from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES, KokoroLanguage
+from ai.resample import SPEECH_RATE, to_speech_rate
+from ai.utterance import Audio
+
+__all__ = ["KOKORO_LANGUAGES", "KokoroSettings", "KokoroTTS", "split_for_speech"]
+
+log = logging.getLogger(__name__)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])")
+_CLAUSE_END = re.compile(r"(?<=[,;:])\s+|(?<=[，、；：])")
+_SPEAKABLE = re.compile(r"\w")
+_PITCH_MARKS = frozenset("_-^j")
+
+
+@dataclass(frozen=True, slots=True)
+class KokoroSettings:
+    model: Path
+    voices: Path
+    threads: int = 0
+    """ONNX Runtime intra-op threads; 0 lets it use every core."""
+    speed: float = 1.0
+    sentence_pause: float = 0.2
+    """Silence after each streamed sentence but the last."""
+    first_chunk_chars: int = 60
+    """A first sentence longer than this is cut at its first clause, for earlier audio."""
+    max_chunk_chars: int = 200
+    """Longer sentences are cut at clause marks, so no chunk keeps listeners waiting long."""
+    ja_dictionary: Path | None = None
+    """OpenJTalk dictionary folder; None uses pyopenjtalk's own (downloaded on first use)."""
+    british_english: bool = False
+
+
+class KokoroTTS:
+    """A `SpeechSynthesizer`: one ONNX session, shared by every room.
+
+    Synthesis runs on this engine's own worker thread, one sentence at a time
+    (ONNX Runtime parallelises inside each), so the event loop never blocks.
+    """
+
+    def __init__(self, settings: KokoroSettings) -> None:
+        self.settings = settings
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        # Idle workers would otherwise spin, stealing the cores torch and the loop need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(
+            str(settings.model), options, providers=resolve_providers()
+        )
+        self._kokoro = Kokoro.from_session(session, str(settings.voices))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kokoro")
+        self._g2p: dict[str, Callable[[str], str]] = {}
+        self.languages = self._available_languages()
+
+    def speaks(self, lang: str) -> bool:
+        return lang in self.languages
+
+    def default_voice(self, lang: str) -> str:
+        table = self._table(lang)
+        return (table.female + table.male)[0]
+
+    def synthesize(self, text: str, lang: str, voice: str) -> Audio:
+        """Blocking: the whole text at 48 kHz (for warm-up, tests and benches)."""
+        pieces = [self._speak(p, lang, voice, pause) for p, pause in self._plan(text, lang, voice)]
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+    async def stream(self, text: str, lang: str, voice: str) -> AsyncGenerator[Audio, None]:
+        """48 kHz chunks, one per sentence; the next is synthesized while this one plays.
+
+        At most one chunk is made ahead. Closing the iterator early cancels the
+        chunk not yet started; one already on the worker finishes and is dropped.
+        """
+        plan = self._plan(text, lang, voice)
+
+        def start(i: int) -> Future[Audio] | None:
+            if i >= len(plan):
+                return None
+            piece, pause = plan[i]
+            return self._executor.submit(self._speak, piece, lang, voice, pause)
+
+        ahead = start(0)
+        try:
+            for i in range(len(plan)):
+                current, ahead = ahead, start(i + 1)
+                assert current is not None
+                yield await asyncio.wrap_future(current)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _table(self, lang: str) -> KokoroLanguage:
+        table = self.languages.get(lang)
+        if table is None:
+            raise ValueError(f"Kokoro does not speak {lang!r} here")
+        return table
+
+    def _plan(self, text: str, lang: str, voice: str) -> list[tuple[str, float]]:
+        """Validate, then cut the text into (piece, pause after) in speaking order."""
+        self._table(lang)
+        if voice not in self._kokoro.voices:
+            raise ValueError(f"unknown Kokoro voice {voice!r}")
+        s = self.settings
+        pieces = split_for_speech(text, s.max_chunk_chars, s.first_chunk_chars)
+        return [(p, s.sentence_pause if i < len(pieces) - 1 else 0.0) for i, p in enumerate(pieces)]
+
+    def _speak(self, piece: str, lang: str, voice: str, pause: float) -> Audio:
+        table = self._table(lang)
+        g2p = self._g2p.get(table.kokoro_lang)
+        text = g2p(piece) if g2p else piece
+        audio, rate = self._kokoro.create(
+            text, voice=voice, speed=self.settings.speed, lang=table.kokoro_lang,
+            is_phonemes=g2p is not None,
+        )
+        assert rate == KOKORO_RATE
+        speech = to_speech_rate(np.asarray(audio, dtype=np.float32), rate)
+        return np.concatenate([speech, np.zeros(round(pause * SPEECH_RATE), np.float32)])
+
+    def _available_languages(self) -> dict[str, KokoroLanguage]:
+        known = set(self._kokoro.voices.keys())
+        tables = dict(KOKORO_LANGUAGES)
+        if self.settings.british_english:
+            tables["eng"] = BRITISH_ENGLISH
+        available: dict[str, KokoroLanguage] = {}
+        for lang, table in tables.items():
+            voices = KokoroLanguage(
+                table.kokoro_lang,
+                tuple(v for v in table.female if v in known),
+                tuple(v for v in table.male if v in known),
+                table.g2p,
+            )
+            if not voices.female + voices.male:
+                log.warning("no Kokoro voices for %s in %s", lang, self.settings.voices)
+                continue
+            if table.g2p == "misaki":
+                try:
+                    self._g2p[table.kokoro_lang] = self._misaki(table.kokoro_lang)
+                except (ImportError, OSError, RuntimeError) as error:
+                    log.warning("%s is left to SeamlessM4T: misaki G2P unusable (%s)", lang, error)
+                    continue
+            available[lang] = voices
+        return available
+
+    def _misaki(self, kokoro_lang: str) -> Callable[[str], str]:
+        if kokoro_lang == "ja":
+            return _japanese_g2p(self.settings.ja_dictionary)
+        if kokoro_lang == "zh":
+            return _chinese_g2p()
+        raise ValueError(f"no misaki G2P wired for {kokoro_lang!r}")
+
+
+def split_for_speech(text: str, max_chars: int = 200, first_chars: int = 60) -> list[str]:
+    """Sentences, with overlong ones (and a long first one) cut at clause marks.
+
+    Pieces without a letter or digit are dropped: there is nothing to say.
+    """
+    sentences = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    pieces: list[str] = []
+    for i, sentence in enumerate(sentences):
+        limit = first_chars if i == 0 else max_chars
+        pieces.extend(_clauses(sentence, limit) if len(sentence) > limit else [sentence])
+    return [p for p in pieces if _SPEAKABLE.search(p)]
+
+
+def _clauses(sentence: str, limit: int) -> Iterator[str]:
+    """Greedy: join clauses while the piece stays within `limit`."""
+    current = ""
+    for clause in (c.strip() for c in _CLAUSE_END.split(sentence)):
+        if current and len(current) + 1 + len(clause) > limit:
+            yield current
+            current = clause
+        else:
+            current = f"{current} {clause}" if current and not _is_cjk(clause) else current + clause
+    if current:
+        yield current
+
+
+def _is_cjk(text: str) -> bool:
+    return bool(text) and "\u3000" <= text[0] <= "\u9fff"
+
+
+def _japanese_g2p(dictionary: Path | None) -> Callable[[str], str]:
+    import pyopenjtalk
+    from misaki import ja
+
+    if dictionary is not None:
+        if not (dictionary / "sys.dic").is_file():
+            raise OSError(f"no OpenJTalk dictionary in {dictionary}")
+        pyopenjtalk.OPEN_JTALK_DICT_DIR = str(dictionary).encode()
+    elif not Path(os.fsdecode(pyopenjtalk.OPEN_JTALK_DICT_DIR)).is_dir():
+        raise OSError("pyopenjtalk has no dictionary yet: run `python app.py --download-models`")
+    g2p = ja.JAG2P(version="pyopenjtalk")
+
+    def phonemes(text: str) -> str:
+        return _without_pitch_marks(g2p(text)[0])
+
+    return phonemes
+
+
+def _without_pitch_marks(output: str) -> str:
+    """misaki 0.9's pyopenjtalk path appends a pitch string as long as the phonemes."""
+    half = len(output) // 2
+    if len(output) % 2 == 0 and half and set(output[half:]) <= _PITCH_MARKS:
+        return output[:half]
+    return output
+
+
+def _chinese_g2p() -> Callable[[str], str]:
+    import jieba
+    from misaki import zh
+
+    jieba.setLogLevel(logging.WARNING)
+    g2p = zh.ZHG2P()
+
+    def phonemes(text: str) -> str:
+        return str(g2p(text)[0])
+
+    return phonemes

@@ -1,0 +1,209 @@
+"""Kokoro through kokoro-onnx with its real weights, heard back by whisper-base."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai.casting import FEMALE_FROM_HZ, VoiceCasting, estimate_pitch
+from ai.kokoro_voices import KOKORO_LANGUAGES
+from ai.resample import SPEECH_RATE, to_speech_rate
+from ai.tts import KokoroTTS, split_for_speech
+from ai.utterance import PIPELINE_RATE
+from tests.fixtures.kokoro import WhisperOracle, error_rate, words
+from tests.fixtures.speech import espeak
+
+pytestmark = pytest.mark.slow
+
+FIFTEEN_WORDS = "The weather today is sunny and warm, so we will have lunch outside in the garden."
+SPANISH = "Mañana por la mañana vamos a visitar el museo de arte con nuestros amigos."
+
+
+def rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio))))
+
+
+def test_it_speaks_the_kokoro_languages_and_leaves_the_rest(kokoro_tts: KokoroTTS) -> None:
+    for lang in KOKORO_LANGUAGES:
+        assert kokoro_tts.speaks(lang), lang
+    for lang in ("deu", "kor", "rus", "xyz"):
+        assert not kokoro_tts.speaks(lang)
+
+
+@pytest.mark.parametrize(("lang", "voice", "text"), [
+    ("eng", "af_heart", FIFTEEN_WORDS),
+    ("eng", "am_michael", FIFTEEN_WORDS),
+    ("spa", "ef_dora", SPANISH),
+])
+def test_a_sentence_is_spoken_so_that_its_words_come_back(
+    kokoro_tts: KokoroTTS, whisper: WhisperOracle, lang: str, voice: str, text: str
+) -> None:
+    audio = kokoro_tts.synthesize(text, lang, voice)
+
+    seconds = len(audio) / SPEECH_RATE
+    assert audio.dtype == np.float32
+    assert 0.15 <= seconds / len(words(text)) <= 0.6, seconds
+    assert rms(audio) > 0.02 and np.max(np.abs(audio)) <= 1.0
+    heard = whisper.transcribe(audio, lang)
+    assert error_rate(words(text), words(heard)) <= 0.2, heard
+
+
+async def test_stream_yields_a_chunk_per_sentence_in_order(
+    kokoro_tts: KokoroTTS, whisper: WhisperOracle
+) -> None:
+    sentences = ["Good morning.", "The meeting starts at ten.", "Please bring your notes."]
+
+    chunks = [c async for c in kokoro_tts.stream(" ".join(sentences), "eng", "af_bella")]
+
+    assert len(chunks) == len(sentences)
+    for chunk, sentence in zip(chunks, sentences, strict=True):
+        heard = whisper.transcribe(chunk, "eng")
+        assert error_rate(words(sentence), words(heard)) <= 0.25, (sentence, heard)
+    # The first chunk is the first sentence alone: it was ready before the rest was made.
+    alone = kokoro_tts.synthesize(sentences[0], "eng", "af_bella")
+    pause = round(kokoro_tts.settings.sentence_pause * SPEECH_RATE)
+    assert len(chunks[0]) == len(alone) + pause
+
+
+async def test_closing_a_stream_early_stops_it(kokoro_tts: KokoroTTS) -> None:
+    stream = kokoro_tts.stream("One. Two. Three. Four. Five.", "eng", "af_heart")
+    first = await anext(stream)
+    await stream.aclose()
+
+    assert len(first) > 0
+    # The engine is free for the next request.
+    assert len(kokoro_tts.synthesize("Six.", "eng", "af_heart")) > 0
+
+
+def test_japanese_goes_through_misaki(kokoro_tts: KokoroTTS, whisper: WhisperOracle) -> None:
+    import pyopenjtalk
+
+    text = "明日の会議は午後三時から始まります。"
+    audio = kokoro_tts.synthesize(text, "jpn", "jf_alpha")
+
+    heard = whisper.transcribe(audio, "jpn")
+    expected, got = pyopenjtalk.g2p(text, kana=True), pyopenjtalk.g2p(heard, kana=True)
+    assert error_rate(list(expected), list(got)) <= 0.35, (heard, got, expected)
+
+
+def test_chinese_goes_through_misaki(kokoro_tts: KokoroTTS, whisper: WhisperOracle) -> None:
+    from pypinyin import lazy_pinyin
+
+    text = "我们明天早上在会议室开会。"
+    audio = kokoro_tts.synthesize(text, "cmn", "zf_xiaobei")
+
+    heard = whisper.transcribe(audio, "cmn")
+    expected, got = words(" ".join(lazy_pinyin(text))), words(" ".join(lazy_pinyin(heard)))
+    assert error_rate(expected, got) <= 0.3, (heard, got, expected)
+
+
+async def test_bad_requests_are_refused_before_any_work(kokoro_tts: KokoroTTS) -> None:
+    with pytest.raises(ValueError, match="voice"):
+        kokoro_tts.synthesize("Hello.", "eng", "xx_nobody")
+    with pytest.raises(ValueError, match="deu"):
+        [c async for c in kokoro_tts.stream("Hallo.", "deu", "af_heart")]
+    assert [c async for c in kokoro_tts.stream(" ... !! ", "eng", "af_heart")] == []
+
+
+def test_kokoro_voices_are_judged_by_their_pitch(kokoro_tts: KokoroTTS) -> None:
+    for voice, female in [("af_heart", True), ("af_sarah", True),
+                          ("am_michael", False), ("am_adam", False)]:
+        speech = kokoro_tts.synthesize(FIFTEEN_WORDS, "eng", voice)
+        pitch = estimate_pitch(speech[::3].copy())  # 48 kHz to 16 kHz; the band is low
+        assert pitch is not None
+        assert (pitch >= FEMALE_FROM_HZ) is female, (voice, pitch)
+
+
+# --- Voice casting, on espeak voices of known pitch ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def low_voice() -> np.ndarray:
+    return espeak("I think we should start the meeting now.", "en-us+m3")
+
+
+@pytest.fixture(scope="module")
+def high_voice() -> np.ndarray:
+    return espeak("I think we should start the meeting now.", "en-us+f3")
+
+
+def test_pitch_of_known_tones_and_voices(low_voice: np.ndarray, high_voice: np.ndarray) -> None:
+    t = np.arange(PIPELINE_RATE) / PIPELINE_RATE
+    for f0 in (110.0, 220.0):
+        sawtooth = ((t * f0) % 1.0 - 0.5).astype(np.float32)
+        assert estimate_pitch(sawtooth) == pytest.approx(f0, rel=0.03)
+    low, high = estimate_pitch(low_voice), estimate_pitch(high_voice)
+    assert low is not None and low < FEMALE_FROM_HZ
+    assert high is not None and high >= FEMALE_FROM_HZ
+    assert estimate_pitch(np.zeros(PIPELINE_RATE, np.float32)) is None
+
+
+def test_casting_matches_gender_and_keeps_voices_distinct_and_stable(
+    low_voice: np.ndarray, high_voice: np.ndarray
+) -> None:
+    casting = VoiceCasting(KOKORO_LANGUAGES)
+    english = KOKORO_LANGUAGES["eng"]
+
+    dan = casting.voice_for("dan", "eng", low_voice)
+    ann = casting.voice_for("ann", "eng", high_voice)
+    eve = casting.voice_for("eve", "eng", high_voice)
+    bob = casting.voice_for("bob", "eng", low_voice)
+
+    assert dan in english.male and bob in english.male
+    assert ann in english.female and eve in english.female
+    assert len({dan, ann, eve, bob}) == 4
+    # Stable: later utterances, even odd ones, never change a cast voice.
+    assert casting.voice_for("ann", "eng", low_voice) == ann
+    assert casting.voice_for("dan", "eng") == dan
+    # Per language, with the gender judged once.
+    assert casting.voice_for("dan", "spa") in KOKORO_LANGUAGES["spa"].male
+    assert casting.gender_of("ann") == "female"
+
+
+def test_casting_reuses_voices_when_a_language_runs_out(high_voice: np.ndarray) -> None:
+    casting = VoiceCasting(KOKORO_LANGUAGES)
+
+    cast = [casting.voice_for(f"p{i}", "fra", high_voice) for i in range(3)]
+
+    assert cast == ["ff_siwis"] * 3
+    with pytest.raises(ValueError, match="deu"):
+        casting.voice_for("p0", "deu", high_voice)
+
+
+def test_a_speaker_without_clear_pitch_still_gets_an_unused_voice() -> None:
+    casting = VoiceCasting(KOKORO_LANGUAGES)
+    silence = np.zeros(PIPELINE_RATE, np.float32)
+
+    first = casting.voice_for("a", "eng", silence)
+    second = casting.voice_for("b", "eng", None)
+
+    assert first != second
+    assert casting.gender_of("a") is None
+
+
+# --- Text splitting and resampling ---------------------------------------------------------
+
+
+def test_text_is_cut_into_sentences_and_long_ones_into_clauses() -> None:
+    english = split_for_speech("Hi there. How are you? Fine!")
+    assert english == ["Hi there.", "How are you?", "Fine!"]
+    chinese = split_for_speech("你好。今天天气很好！我们走吧。")
+    assert chinese == ["你好。", "今天天气很好！", "我们走吧。"]
+    long_first = "When the meeting ends, we will walk to the station, and then take the train home."
+    assert split_for_speech(long_first, first_chars=40) == [
+        "When the meeting ends,", "we will walk to the station,", "and then take the train home."
+    ]
+    assert split_for_speech(" ... ?! ") == []
+
+
+def test_every_rate_is_brought_to_48k_without_moving_pitch() -> None:
+    for rate in (16_000, 24_000):
+        t = np.arange(rate) / rate
+        tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+        out = to_speech_rate(tone, rate)
+        spectrum = np.abs(np.fft.rfft(out))
+        assert len(out) == SPEECH_RATE
+        assert np.argmax(spectrum) * SPEECH_RATE / len(out) == pytest.approx(1000, abs=2)
+        assert rms(out) == pytest.approx(rms(tone), rel=0.02)
+    with pytest.raises(ValueError, match="mono"):
+        to_speech_rate(np.zeros((10, 2), np.float32), 24_000)
