@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from ai.utterance import Audio
+from ai import vad
+from ai.languages import LANGUAGES
+from ai.utterance import Audio, Utterance
 
 
 @dataclass(slots=True)
@@ -60,3 +62,38 @@ class SpeechSynthesizer(Protocol):
     def stream(self, text: str, lang: str, voice: str) -> AsyncIterator[Audio]:
         """Yields 48 kHz mono chunks, the first before the whole text is synthesized."""
         ...
+
+
+@dataclass(slots=True)
+class Engines:
+    """One loaded copy of each engine, shared by every room and by the REST face."""
+
+    translator: Translator
+    synthesizer: SpeechSynthesizer
+    segment: Callable[[Audio], list[Utterance]] = vad.segment
+    """Cuts a whole 16 kHz recording into utterances."""
+    written: frozenset[str] = frozenset(c for c, lang in LANGUAGES.items() if lang.text_out)
+    """Languages the translator writes: pass the loaded model's own set."""
+    seamless_spoken: frozenset[str] = frozenset(
+        c for c, lang in LANGUAGES.items() if lang.seamless_speech_out
+    )
+    """Languages the translator's own vocoder speaks: pass the loaded model's own set."""
+
+    def speech_out(self, lang: str) -> Literal["kokoro", "seamless"] | None:
+        if self.synthesizer.speaks(lang):
+            return "kokoro"
+        return "seamless" if lang in self.seamless_spoken else None
+
+    def languages(self) -> list[dict[str, Any]]:
+        """What `/languages` lists, from what the loaded engines can do, sorted by name."""
+        found = [
+            {
+                "code": code,
+                "name": lang.name,
+                "speech_in": lang.speech_in,
+                "text_out": code in self.written,
+                "speech_out": self.speech_out(code) if code in self.written else None,
+            }
+            for code, lang in LANGUAGES.items()
+        ]
+        return sorted(found, key=lambda info: info["name"])
