@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,6 +29,11 @@ from ai.models import (
     sha256_of,
     verify_sha256,
 )
+from ai.warmup import warm_up
+
+if TYPE_CHECKING:
+    from ai.translator import SeamlessTranslator
+    from ai.tts import KokoroTTS
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = [spec for spec in MODEL_SPECS if spec.required]
@@ -142,3 +148,20 @@ def test_a_file_that_is_not_the_pinned_one_is_refused_and_removed(tmp_path: Path
     with pytest.raises(AssetError, match="SHA-256"):
         verify_sha256(fake, KOKORO_SHA256, "Kokoro model")
     assert not fake.exists()
+
+
+@pytest.mark.slow
+async def test_warm_up_runs_every_engine_once(
+    wespeaker_dir: Path, kokoro_tts: KokoroTTS, seamless_translator: SeamlessTranslator
+) -> None:
+    from ai.voiceprint import PyannoteEmbedder
+
+    embedder = PyannoteEmbedder(wespeaker_dir)
+    try:
+        took = await warm_up(embedder=embedder, translator=seamless_translator, tts=kokoro_tts)
+    finally:
+        embedder.close()
+
+    spoken = {f"tts:{lang}" for lang in kokoro_tts.languages}
+    assert set(took) == {"voiceprint", "translator"} | spoken
+    assert "tts:jpn" in took and "tts:cmn" in took
