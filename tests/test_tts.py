@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ai.casting import FEMALE_FROM_HZ, VoiceCasting, estimate_pitch
-from ai.kokoro_voices import KOKORO_LANGUAGES
+from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES
+from ai.models import TestAssets
 from ai.resample import SPEECH_RATE, to_speech_rate
 from ai.tts import KokoroTTS, split_for_speech
 from ai.utterance import PIPELINE_RATE
@@ -24,10 +25,22 @@ def rms(audio: np.ndarray) -> float:
 
 
 def test_it_speaks_the_kokoro_languages_and_leaves_the_rest(kokoro_tts: KokoroTTS) -> None:
-    for lang in KOKORO_LANGUAGES:
+    for lang, table in KOKORO_LANGUAGES.items():
         assert kokoro_tts.speaks(lang), lang
+        assert kokoro_tts.languages[lang] == table, "a voice in the table is not in the file"
     for lang in ("deu", "kor", "rus", "xyz"):
         assert not kokoro_tts.speaks(lang)
+
+
+def test_every_voice_named_in_the_table_exists(test_assets: TestAssets) -> None:
+    shipped = set(np.load(test_assets.kokoro_voices).files)
+    tables = [*KOKORO_LANGUAGES.values(), BRITISH_ENGLISH]
+
+    named = {voice for table in tables for voice in table.female + table.male}
+
+    assert named <= shipped, named - shipped
+    for table in tables:
+        assert all(v[1] == "f" for v in table.female) and all(v[1] == "m" for v in table.male)
 
 
 @pytest.mark.parametrize(("lang", "voice", "text"), [
