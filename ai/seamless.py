@@ -85,13 +85,17 @@ class _GreedyLogProbs(LogitsProcessor):
         self.steps.append(torch.log_softmax(scores.float(), dim=-1).amax(dim=-1))
         return scores
 
-    def mean_per_row(self, generated: torch.Tensor, eos_id: int) -> list[float]:
-        """Mean over each row's tokens up to and including its first EOS."""
+    def mean_per_row(
+        self, generated: torch.Tensor, eos_id: int, budgets: torch.Tensor
+    ) -> list[float]:
+        """Mean over each row's own tokens: up to its first EOS and within its budget
+        (past either, generate pads the row while others go on)."""
         if not self.steps:
             return [float("-inf")] * generated.shape[0]
-        logprobs = torch.stack(self.steps, dim=1)[:, : generated.shape[1]]
+        logprobs = torch.stack(self.steps, dim=1).to(generated.device)
         is_eos = (generated == eos_id).int()
-        valid = (torch.cumsum(is_eos, dim=1) - is_eos == 0)[:, : logprobs.shape[1]]
+        positions = torch.arange(generated.shape[1], device=generated.device)
+        valid = (torch.cumsum(is_eos, dim=1) - is_eos == 0) & (positions < budgets[:, None])
         total = (logprobs * valid).sum(dim=1)
         return (total / valid.sum(dim=1).clamp(min=1)).tolist()
 
@@ -181,7 +185,7 @@ class SeamlessM4T:
             elif job.source_lang in self.text_languages:
                 wanted.append(job.source_lang)
             rows += [(index, lang) for lang in dict.fromkeys(wanted)]
-        texts, scores = self._decode_speech([job.audio for job in jobs], rows) if rows else ([], [])
+        texts, scores = self.decode_speech([job.audio for job in jobs], rows) if rows else ([], [])
         by_row = {row: (text, score) for row, text, score in zip(rows, texts, scores, strict=True)}
 
         results = []
@@ -196,9 +200,11 @@ class SeamlessM4T:
         return results
 
     @torch.inference_mode()
-    def _decode_speech(
+    def decode_speech(
         self, audios: list[Audio], rows: list[tuple[int, str]]
     ) -> tuple[list[str], list[float]]:
+        """Text and mean token log-probability per (audio index, language) row:
+        one encoder pass over `audios`, one greedy decode over `rows`."""
         features = self.processor.feature_extractor(
             audios, sampling_rate=PIPELINE_RATE, padding=True, return_tensors="pt",
             return_attention_mask=True,
@@ -211,7 +217,9 @@ class SeamlessM4T:
 
         pick = torch.tensor([index for index, _ in rows], device=self.device)
         languages = torch.tensor([[self._lang_token[lang]] for _, lang in rows], device=self.device)
-        budgets = torch.tensor([token_budget(len(audios[index])) for index, _ in rows])
+        budgets = torch.tensor(
+            [token_budget(len(audios[index])) for index, _ in rows], device=self.device
+        )
         recorder = _GreedyLogProbs()
         # The model's forward turns this frame-level mask into the encoder-level
         # one only in speech modality; set it on every call since the model is shared.
@@ -225,10 +233,10 @@ class SeamlessM4T:
             num_beams=1,
             max_new_tokens=int(budgets.max()),
             logits_processor=LogitsProcessorList([recorder]),
-            stopping_criteria=StoppingCriteriaList([_RowBudgets(budgets.to(self.device))]),
+            stopping_criteria=StoppingCriteriaList([_RowBudgets(budgets)]),
         )
         generated = sequences[:, DECODE_PREFIX:]
-        return self._texts(generated), recorder.mean_per_row(generated, self._eos)
+        return self._texts(generated), recorder.mean_per_row(generated, self._eos, budgets)
 
     @torch.inference_mode()
     def translate_text(self, texts: Sequence[str], source_lang: str, target_lang: str) -> list[str]:

@@ -118,20 +118,36 @@ def reference_decode(engine: SeamlessM4T, audio: np.ndarray, lang: str) -> tuple
 
 
 async def test_detection_picks_the_most_confident_candidate(
-    seamless_translator: SeamlessTranslator, hello: np.ndarray
+    seamless_translator: SeamlessTranslator, hello: np.ndarray, station: np.ndarray
 ) -> None:
     candidates = ["eng", "spa", "fra", "ita"]
+    longer = np.concatenate([station, station])  # its rows decode on after hello's stop
+    assert token_budget(len(longer)) > token_budget(len(hello))
     with encoder_calls(seamless_translator) as calls:
-        [result] = await seamless_translator.translate_speech(
-            [(hello, None, ["deu"])], candidates=candidates
+        result, _ = await seamless_translator.translate_speech(
+            [(hello, None, ["deu"]), (longer, "eng", ["spa"])], candidates=candidates
         )
-    assert calls == [1]
+    assert calls == [2]
     tried = ["deu", *candidates, *seamless_translator.detect_candidates]
     scores = {lang: reference_decode(seamless_translator.engine, hello, lang) for lang in tried}
     best = max(tried, key=lambda lang: scores[lang][1])
     assert result.source_lang == best
     assert result.transcript == scores[best][0]
     assert set(result.translations) == {"deu"}
+
+
+def test_row_confidence_is_the_mean_log_prob_of_its_own_tokens(
+    seamless_translator: SeamlessTranslator, hello: np.ndarray, station: np.ndarray
+) -> None:
+    """Rows stop at different budgets; pads decoded after a row's end must not count."""
+    engine = seamless_translator.engine
+    longer = np.concatenate([station, station])
+    rows = [(0, "eng"), (0, "spa"), (1, "fra")]
+    texts, scores = engine.decode_speech([hello, longer], rows)
+    for (index, lang), text, score in zip(rows, texts, scores, strict=True):
+        expected_text, expected_score = reference_decode(engine, [hello, longer][index], lang)
+        assert text == expected_text
+        assert score == pytest.approx(expected_score, abs=1e-4)
 
 
 async def test_detection_result_drives_a_mixed_batch(
