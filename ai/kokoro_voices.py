@@ -1,7 +1,9 @@
 """Which languages Kokoro speaks, and with which voices. Pure data: no model imports.
 
 Voice names follow Kokoro's convention: first letter the language, second the
-gender (f/m). Languages absent here are spoken by SeamlessM4T's own vocoder.
+gender (f/m). Every name was checked against Kokoro v1.0's 54 voices (the
+voices file and kokoro-js 1.2.1 ship the same set). Languages absent here are
+spoken by SeamlessM4T's own vocoder.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ class KokoroLanguage:
 KOKORO_LANGUAGES: dict[str, KokoroLanguage] = {
     "eng": KokoroLanguage(
         "en-us",
-        ("af_heart", "af_bella", "af_nicole", "af_sarah", "af_sky", "af_nova"),
-        ("am_michael", "am_adam", "am_fenrir", "am_puck", "am_echo", "am_eric"),
+        # Best-rated first: casting hands voices out in this order.
+        ("af_heart", "af_bella", "af_nicole", "af_sarah", "af_sky", "af_nova", "af_aoede",
+         "af_kore", "af_alloy", "af_jessica", "af_river"),
+        ("am_michael", "am_adam", "am_fenrir", "am_puck", "am_echo", "am_eric", "am_liam",
+         "am_onyx", "am_santa"),
     ),
     "spa": KokoroLanguage("es", ("ef_dora",), ("em_alex", "em_santa")),
     "fra": KokoroLanguage("fr-fr", ("ff_siwis",), ()),
@@ -42,6 +47,8 @@ KOKORO_LANGUAGES: dict[str, KokoroLanguage] = {
 }
 
 BRITISH_ENGLISH = KokoroLanguage(
-    "en-gb", ("bf_emma", "bf_isabella", "bf_alice", "bf_lily"), ("bm_george", "bm_lewis", "bm_daniel", "bm_fable")
+    "en-gb",
+    ("bf_emma", "bf_isabella", "bf_alice", "bf_lily"),
+    ("bm_george", "bm_lewis", "bm_daniel", "bm_fable"),
 )
 """SeamlessM4T has one English; operators who prefer British voices select this table."""
