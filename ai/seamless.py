@@ -125,8 +125,23 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """AMX or AVX-512 bf16 instructions: where bf16 matrix work beats fp32."""
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    """fp32 on CPU unless asked; bf16 (or fp16 where bf16 is missing) on a GPU."""
+    """`auto`: bf16 (fp16 where bf16 is missing) on a GPU; on a CPU, bf16 where it
+    has native bf16 instructions, else fp32.
+
+    On such a CPU (bench/models.py, 2 cores) bf16 took a 3 s utterance to three
+    languages in 4.5 s against fp32's 7.8 s, in 4.8 GiB against 9.1 GiB. Without
+    those instructions bf16 is emulated and slower than fp32.
+    """
     if dtype != "auto":
         chosen = getattr(torch, dtype, None)
         if not isinstance(chosen, torch.dtype):
@@ -134,7 +149,7 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
         return chosen
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 class SeamlessM4T:
@@ -177,6 +192,11 @@ class SeamlessM4T:
         return cls(model, processor)
 
     def translate_speech(self, jobs: Sequence[SpeechJob]) -> list[SpeechResult]:
+        """Each job's translations, transcript and source language.
+
+        A declared source the model cannot write (e.g. Asturian) is translated
+        from but gets an empty transcript.
+        """
         rows: list[tuple[int, str]] = []
         for index, job in enumerate(jobs):
             wanted = list(job.targets)

@@ -10,12 +10,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ai.seamless import DECODE_PREFIX, SeamlessM4T, pick_dtype, token_budget
+from ai.seamless import (
+    DECODE_PREFIX,
+    SeamlessM4T,
+    cpu_has_native_bf16,
+    pick_dtype,
+    token_budget,
+)
 from ai.translator import (
     SeamlessTranslator,
     TranslationError,
@@ -265,9 +272,17 @@ async def test_calls_past_the_waiting_bound_are_refused_at_once(
     assert isinstance(second, TranslatorBusy)
 
 
-def test_dtype_choice() -> None:
-    assert pick_dtype(torch.device("cpu")) == torch.float32
+def test_dtype_choice(tmp_path: Path) -> None:
+    native = cpu_has_native_bf16()
+    assert pick_dtype(torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
+    assert pick_dtype(torch.device("cpu"), "float32") == torch.float32
     assert pick_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    amx = tmp_path / "cpuinfo-amx"
+    amx.write_text("flags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    old = tmp_path / "cpuinfo-old"
+    old.write_text("flags\t\t: fpu sse avx2\n")
+    assert cpu_has_native_bf16(amx) and not cpu_has_native_bf16(old)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
     with pytest.raises(ValueError, match="unknown dtype"):
         pick_dtype(torch.device("cpu"), "float7")
 
