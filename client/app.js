@@ -14,7 +14,30 @@
     peopleCount: $('people-count'), statusSocket: $('status-socket'), statusPeer: $('status-peer'),
     leaveButton: $('leave-button'), unlockAudio: $('unlock-audio'), muteButton: $('mute-button'),
     micMeter: $('mic-meter'), incomingMeter: $('incoming-meter'), remoteAudio: $('remote-audio'),
+    captions: $('captions'), captionsEmpty: $('captions-empty'), transcript: $('transcript'),
+    transcriptList: $('transcript-list'), transcriptCount: $('transcript-count'),
+    downloadTxt: $('download-txt'), downloadSrt: $('download-srt'),
+    mix: $('mix'), mixValue: $('mix-value'), latency: $('latency'),
+    latencyTotal: $('latency-total'), latencyStages: $('latency-stages'),
+    voicesCard: $('voices-card'), voices: $('voices'),
+    lastTranscript: $('last-transcript'), lastRoom: $('last-room'),
   };
+
+  // The server's default balance: the original about 15 dB under a translation.
+  const DEFAULT_MIX = 0.18;
+  // Slider moves are sent at most this often (the server limits messages a second).
+  const MIX_SEND_MS = 250;
+  // Captions kept on screen; the transcript keeps every one.
+  const LIVE_CAPTIONS = 40;
+  // Pixels from the bottom within which the captions keep following new ones.
+  const FOLLOW_SLACK_PX = 48;
+  const LATENCY_STAGES = [
+    ['vad_hangover_ms', 'Waiting for the end of speech'],
+    ['voiceprint_ms', 'Recognising the voice (alongside)'],
+    ['translate_ms', 'Recognition and translation'],
+    ['tts_ms', 'Speech synthesis'],
+    ['playout_ms', 'Queued before playing'],
+  ];
 
   const state = {
     server: null,        // serverAddress() of the server the language list came from
@@ -26,6 +49,15 @@
     people: new Map(),   // id -> {item, level: element} of the rendered list
     micMeter: null,
     incomingMeter: null,
+    room: null,          // the room of the captions in `captions`, kept after leaving
+    captions: new BF.transcript.CaptionLog(),
+    captionViews: new Map(), // utterance -> {live, row} elements (live: null once scrolled off)
+    speakers: [],        // the last `speakers` list
+    voiceViews: new Map(), // speaker id -> elements of its row in the Voices card
+    renaming: null,      // id of the speaker whose name is being edited
+    latency: null,       // the last `latency` message
+    mix: DEFAULT_MIX,
+    mixTimer: null,
   };
 
   const joinPicker = new BF.LanguagePicker($('join-lang'), $('join-lang-list'), () => {});
@@ -201,11 +233,16 @@
     session.addEventListener('joined', (event) => enterRoom(event.detail, mic));
     session.addEventListener('participants', (event) => renderPeople(event.detail));
     session.addEventListener('levels', (event) => showLevels(event.detail));
+    session.addEventListener('caption', (event) => showCaption(event.detail));
+    session.addEventListener('latency', (event) => showLatency(event.detail));
+    session.addEventListener('speakers', (event) => showSpeakers(event.detail));
     session.addEventListener('track', (event) => playIncoming(event.detail));
     session.addEventListener('server-error', (event) => {
       showNotice({ text: BF.messages.serverError(event.detail.code, event.detail.message) });
       // The server refused the change, so the picker goes back to what it was.
       if (event.detail.code === 'unknown_lang') roomPicker.value = state.myLang;
+      // A refused rename: the names go back to the server's.
+      if (event.detail.code === 'unknown_speaker' || event.detail.code === 'bad_field') showSpeakers(state.speakers);
     });
     session.addEventListener('ended', (event) => leaveRoom(event.detail));
     session.connect();
@@ -214,6 +251,11 @@
   function enterRoom(joined, mic) {
     state.me = joined.id;
     ui.roomName.textContent = joined.room;
+    clearCaptions();
+    state.room = joined.room;
+    // The server starts everyone at the default; only another balance needs a message
+    // (and a server without translation then has nothing to refuse).
+    if (state.mix !== DEFAULT_MIX) state.session.setMix(state.mix);
     renderPeople(joined.participants);
     state.micMeter = new BF.levels.LevelMeter(mic, (level) => {
       showMeter(ui.micMeter, level);
@@ -238,6 +280,16 @@
     state.audioBlocked = false;
     state.people.clear();
     ui.participants.replaceChildren();
+    // The captions stay in the log, for the download links under the form.
+    showLastTranscript();
+    ui.captions.replaceChildren(ui.captionsEmpty);
+    ui.transcriptList.replaceChildren();
+    state.captionViews.clear();
+    showSpeakers([]);
+    state.latency = null;
+    ui.latency.hidden = true;
+    clearTimeout(state.mixTimer);
+    state.mixTimer = null;
     ui.remoteAudio.srcObject = null;
     ui.unlockAudio.hidden = true;
     setMuted(false);
@@ -371,6 +423,332 @@
     }
   }
 
+  // ---- captions and transcript
+
+  function clearCaptions() {
+    state.captions.clear();
+    state.captionViews.clear();
+    ui.captions.replaceChildren(ui.captionsEmpty);
+    ui.transcriptList.replaceChildren();
+    showTranscriptCount();
+    ui.lastTranscript.hidden = true;
+  }
+
+  function showCaption(msg) {
+    const entry = state.captions.apply(msg);
+    let view = state.captionViews.get(entry.utterance);
+    const following = [ui.captions, ui.transcriptList].filter(atBottom);
+    if (!view) {
+      view = { live: document.createElement('article'), row: document.createElement('li') };
+      state.captionViews.set(entry.utterance, view);
+      ui.captionsEmpty.remove();
+      ui.captions.append(view.live);
+      ui.transcriptList.append(view.row);
+      trimLiveCaptions();
+      showTranscriptCount();
+    }
+    renderCaption(entry, view);
+    for (const list of following) list.scrollTop = list.scrollHeight;
+  }
+
+  // A list scrolled to its end follows new captions; one scrolled back stays put.
+  function atBottom(list) {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < FOLLOW_SLACK_PX;
+  }
+
+  function trimLiveCaptions() {
+    while (ui.captions.childElementCount > LIVE_CAPTIONS) {
+      const oldest = ui.captions.firstElementChild;
+      oldest.remove();
+      for (const view of state.captionViews.values()) {
+        if (view.live === oldest) view.live = null;
+      }
+    }
+  }
+
+  function renderCaption(entry, view) {
+    if (view.live) fillCaption(view.live, entry, false);
+    fillCaption(view.row, entry, true);
+  }
+
+  // One caption: who, the text in our language, and the original beneath when it was
+  // spoken in another. The transcript rows add the time.
+  function fillCaption(element, entry, withTime) {
+    element.className = 'caption';
+    element.classList.toggle('is-partial', !entry.final);
+    element.classList.toggle('has-error', Boolean(entry.error));
+    element.dataset.utterance = entry.utterance;
+    element.style.setProperty('--speaker', (entry.speaker && entry.speaker.color) || 'var(--muted)');
+
+    const head = document.createElement('div');
+    head.className = 'caption-head';
+    const who = document.createElement('span');
+    who.className = 'caption-speaker';
+    who.textContent = (entry.speaker && entry.speaker.name) || '?';
+    head.append(who);
+    if (withTime && Number.isFinite(entry.start)) {
+      const time = document.createElement('time');
+      time.dateTime = new Date(entry.start).toISOString();
+      time.textContent = new Date(entry.start).toLocaleTimeString();
+      head.append(time);
+    }
+    for (const [on, kind, text] of [
+      [!entry.final, 'partial', 'translating…'],
+      [entry.dropped, 'dropped', '(skipped to catch up)'],
+      [entry.error, 'error', 'translation failed'],
+    ]) {
+      if (!on) continue;
+      const marker = document.createElement('span');
+      marker.className = `caption-marker marker-${kind}`;
+      marker.textContent = text;
+      if (kind === 'error') marker.title = entry.error;
+      head.append(marker);
+    }
+
+    const text = document.createElement('p');
+    text.className = 'caption-text';
+    text.textContent = BF.transcript.mainText(entry);
+    element.replaceChildren(head, text);
+    const original = BF.transcript.originalOf(entry);
+    if (original) {
+      const line = document.createElement('p');
+      line.className = 'caption-original';
+      line.textContent = original;
+      line.title = `Original (${languageName(entry.source_lang)})`;
+      element.append(line);
+    }
+  }
+
+  function showTranscriptCount() {
+    const count = state.captions.size;
+    ui.transcriptCount.textContent = count ? `(${count})` : '';
+    ui.downloadTxt.disabled = !count;
+    ui.downloadSrt.disabled = !count;
+  }
+
+  function showLastTranscript() {
+    ui.lastTranscript.hidden = !state.captions.size;
+    ui.lastRoom.textContent = state.room || '';
+  }
+
+  function download(kind) {
+    const entries = state.captions.entries;
+    if (!entries.length) return;
+    const text = kind === 'srt'
+      ? BF.transcript.toSrt(entries)
+      : BF.transcript.toText(entries, { title: `BabbleFish transcript, room ${state.room}`, languageName });
+    const link = document.createElement('a');
+    link.href = URL.createObjectURL(new Blob([text], { type: kind === 'srt' ? 'application/x-subrip' : 'text/plain' }));
+    link.download = `babblefish-${state.room}-${fileStamp(entries)}.${kind}`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // The click has handed the blob to the download by the next task.
+    setTimeout(() => URL.revokeObjectURL(link.href), 0);
+  }
+
+  // Local date and time of the first utterance, as "2025-05-01-14-30".
+  function fileStamp(entries) {
+    const starts = entries.map((entry) => entry.start).filter(Number.isFinite);
+    const first = new Date(starts.length ? Math.min(...starts) : Date.now());
+    return new Date(first.getTime() - first.getTimezoneOffset() * 60000).toISOString().slice(0, 16).replace(/[T:]/g, '-');
+  }
+
+  // ---- latency
+
+  function seconds(ms) {
+    return `${(ms / 1000).toFixed(2)} s`;
+  }
+
+  function showLatency(msg) {
+    state.latency = msg;
+    ui.latencyTotal.textContent = seconds(msg.total_ms);
+    const stages = LATENCY_STAGES.filter(([key]) => Number.isFinite((msg.stages || {})[key]));
+    const rows = [];
+    for (const [key, label] of stages) {
+      const term = document.createElement('dt');
+      term.textContent = label;
+      const value = document.createElement('dd');
+      value.textContent = seconds(msg.stages[key]);
+      rows.push(term, value);
+    }
+    ui.latencyStages.replaceChildren(...rows);
+    ui.latency.title = stages.map(([key, label]) => `${label}: ${seconds(msg.stages[key])}`).join('\n');
+    ui.latency.hidden = false;
+  }
+
+  // ---- original / translation balance
+
+  function showMix(original) {
+    ui.mix.value = String(Math.round(original * 100));
+    ui.mixValue.textContent = `${Math.round(original * 100)}%`;
+  }
+
+  // While the slider moves: at most one message per MIX_SEND_MS, and always the last value.
+  function onMixInput() {
+    state.mix = Number(ui.mix.value) / 100;
+    showMix(state.mix);
+    saveChoices({ ...loadChoices(), mix: state.mix });
+    if (!state.mixTimer) sendMix();
+  }
+
+  function sendMix() {
+    const sent = state.mix;
+    if (state.session && state.session.joined) state.session.setMix(sent);
+    state.mixTimer = setTimeout(() => {
+      state.mixTimer = null;
+      if (state.mix !== sent) sendMix();
+    }, MIX_SEND_MS);
+  }
+
+  // ---- voices (the server's speaker registry)
+
+  function showSpeakers(speakers) {
+    state.speakers = speakers;
+    for (const entry of state.captions.applySpeakers(speakers)) {
+      const view = state.captionViews.get(entry.utterance);
+      if (view) renderCaption(entry, view);
+    }
+    const seen = new Set();
+    speakers.forEach((speaker, index) => {
+      seen.add(speaker.id);
+      let view = state.voiceViews.get(speaker.id);
+      if (!view) {
+        view = voiceRow(speaker.id);
+        state.voiceViews.set(speaker.id, view);
+      }
+      fillVoice(view, speaker);
+      // Moved only when out of place, so a name being edited keeps its focus.
+      if (ui.voices.children[index] !== view.item) ui.voices.insertBefore(view.item, ui.voices.children[index] || null);
+    });
+    for (const [id, view] of state.voiceViews) {
+      if (seen.has(id)) continue;
+      view.item.remove();
+      state.voiceViews.delete(id);
+      if (state.renaming === id) state.renaming = null;
+    }
+    ui.voicesCard.hidden = !speakers.length;
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function voiceRow(id) {
+    const dot = element('span', 'voice-dot');
+    dot.setAttribute('aria-hidden', 'true');
+    const name = element('span', 'voice-name');
+    const you = element('span', 'you', 'you');
+    const edit = element('button', 'icon-button rename-button');
+    edit.type = 'button';
+    edit.title = 'Rename';
+    edit.innerHTML = '<svg viewBox="0 0 20 20" aria-hidden="true"><path d="M13.6 3.2l3.2 3.2-9.7 9.7-4 .8.8-4z"/></svg>';
+    edit.addEventListener('click', () => startRename(id));
+    const line = element('div', 'voice-line');
+    line.append(name, you, edit);
+
+    const input = element('input');
+    input.type = 'text';
+    input.maxLength = 64;
+    input.setAttribute('aria-label', 'New name for this voice');
+    const save = element('button', 'primary', 'Save');
+    save.type = 'submit';
+    const cancel = element('button', 'secondary', 'Cancel');
+    cancel.type = 'button';
+    const form = element('form', 'rename-form');
+    form.noValidate = true;
+    form.hidden = true;
+    form.append(input, save, cancel);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      finishRename(id, input);
+    });
+    cancel.addEventListener('click', () => stopRename(id));
+    input.addEventListener('input', () => input.setCustomValidity(''));
+    input.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape') stopRename(id);
+    });
+
+    const bar = element('div', 'meter confidence');
+    bar.setAttribute('role', 'meter');
+    bar.setAttribute('aria-valuemin', '0');
+    bar.setAttribute('aria-valuemax', '100');
+    bar.append(element('div'));
+    const detail = element('span', 'voice-detail');
+    const progress = element('div', 'voice-progress');
+    progress.append(bar, detail);
+
+    const main = element('div', 'voice-main');
+    main.append(line, form, progress);
+    const item = element('li', 'voice');
+    item.append(dot, main);
+    return { item, line, name, you, edit, form, input, bar, detail };
+  }
+
+  function fillVoice(view, speaker) {
+    view.item.style.setProperty('--speaker', speaker.color || 'var(--muted)');
+    view.item.dataset.speaker = speaker.id;
+    view.name.textContent = speaker.name;
+    view.name.classList.remove('is-pending');
+    view.you.hidden = !state.me || speaker.participant !== state.me;
+    view.edit.setAttribute('aria-label', `Rename ${speaker.name}`);
+    const confidence = Math.round(Math.min(1, Math.max(0, Number(speaker.confidence) || 0)) * 100);
+    view.bar.firstElementChild.style.width = `${confidence}%`;
+    view.bar.setAttribute('aria-valuenow', String(confidence));
+    view.bar.setAttribute('aria-label', `How sure the server is of ${speaker.name}'s voice`);
+    view.detail.textContent = `${(Number(speaker.seconds) || 0).toFixed(1)} s learned · ${confidence}% sure`;
+    view.item.title = speaker.voice ? `Translations of this voice speak as ${speaker.voice}` : '';
+    const renaming = state.renaming === speaker.id;
+    view.form.hidden = !renaming;
+    view.line.hidden = renaming;
+  }
+
+  function startRename(id) {
+    if (state.renaming && state.renaming !== id) stopRename(state.renaming);
+    const view = state.voiceViews.get(id);
+    state.renaming = id;
+    view.input.value = view.name.textContent;
+    view.input.setCustomValidity('');
+    view.form.hidden = false;
+    view.line.hidden = true;
+    view.input.focus();
+    view.input.select();
+  }
+
+  function stopRename(id) {
+    if (state.renaming === id) state.renaming = null;
+    const view = state.voiceViews.get(id);
+    if (!view) return;
+    view.form.hidden = true;
+    view.line.hidden = false;
+    view.edit.focus();
+  }
+
+  // The server's rule for names: 1-64 printable characters (plain spaces allowed, no
+  // other separators or control and format characters).
+  function finishRename(id, input) {
+    const name = input.value.trim();
+    const problem = !name ? 'Type a name.'
+      : /[\p{C}\p{Z}]/u.test(name.replaceAll(' ', '')) ? 'Use printable characters only.'
+        : [...name].length > 64 ? 'Use at most 64 characters.' : '';
+    input.setCustomValidity(problem);
+    if (problem) {
+      input.reportValidity();
+      return;
+    }
+    const view = state.voiceViews.get(id);
+    const unchanged = name === view.name.textContent;
+    stopRename(id);
+    if (unchanged || !state.session) return;
+    state.session.renameSpeaker(id, name);
+    // Shown at once, marked until the server's `speakers` message confirms it.
+    view.name.textContent = name;
+    view.name.classList.add('is-pending');
+  }
+
   // ---- start
 
   function init() {
@@ -395,6 +773,16 @@
     ui.unlockAudio.addEventListener('click', unlockAudio);
     ui.muteButton.addEventListener('click', () => setMuted(ui.muteButton.getAttribute('aria-pressed') !== 'true'));
     window.addEventListener('pagehide', () => state.session && state.session.leave());
+    ui.downloadTxt.addEventListener('click', () => download('txt'));
+    ui.downloadSrt.addEventListener('click', () => download('srt'));
+    $('last-txt').addEventListener('click', () => download('txt'));
+    $('last-srt').addEventListener('click', () => download('srt'));
+    const mix = Number(choices.mix);
+    state.mix = choices.mix !== undefined && mix >= 0 && mix <= 1 ? mix : DEFAULT_MIX;
+    showMix(state.mix);
+    ui.mix.addEventListener('input', onMixInput);
+    // On a phone the transcript starts folded, so the live captions stay in view.
+    if (window.matchMedia('(max-width: 680px)').matches) ui.transcript.open = false;
 
     if (ui.serverUrl.value) loadLanguages();
     else setLanguages([]);
@@ -413,6 +801,19 @@
         mic: state.micMeter ? state.micMeter.snapshot() : null,
         incoming: state.incomingMeter ? state.incomingMeter.snapshot() : null,
         audio: state.micMeter ? state.micMeter.source.context.state : null,
+        captions: state.captions.entries.map((entry) => ({
+          utterance: entry.utterance,
+          speaker: entry.speaker ? { ...entry.speaker } : null,
+          lang: entry.lang,
+          text: entry.text,
+          source_text: entry.source_text,
+          final: entry.final,
+          error: entry.error,
+          dropped: entry.dropped,
+        })),
+        latency_ms: state.latency ? state.latency.total_ms : null,
+        speakers: state.speakers.map((speaker) => ({ ...speaker })),
+        mix: state.mix,
       };
     },
   };

@@ -17,6 +17,7 @@
     renegotiation_unsupported: 'The audio connection cannot be changed while connected. Leave and join again.',
     too_large: 'This page sent the server a message that was too large, and was disconnected. Join again.',
     rate_limited: 'This page sent too many requests too quickly and was disconnected. Wait a moment, then join again.',
+    unknown_speaker: 'That voice is no longer in this room\'s list, so it cannot be renamed.',
     ice_failed: 'The audio connection failed; a firewall may be blocking it. Join again, or ask whoever runs the server to set up a TURN server.',
   };
 

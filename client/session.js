@@ -9,6 +9,9 @@
 //   participants  [{id, name, lang}]
 //   levels        {id: level}
 //   track         MediaStream           the audio mixed for us
+//   caption       the `caption` message (one utterance, partial or final, in our language)
+//   latency       the `latency` message (our language's audio for an utterance started)
+//   speakers      [{id, name, color, participant, seconds, confidence, voice}]
 //   server-error  {code, message}       a recoverable error; we are still in the room
 //   ended         {problem} | {serverError} | {}   the session is over (empty: we left)
 (function (BF) {
@@ -35,6 +38,15 @@
     },
     levels(session, msg) {
       session.emit('levels', msg.levels);
+    },
+    caption(session, msg) {
+      if (typeof msg.utterance === 'string') session.emit('caption', msg);
+    },
+    latency(session, msg) {
+      if (Number.isFinite(msg.total_ms)) session.emit('latency', msg);
+    },
+    speakers(session, msg) {
+      if (Array.isArray(msg.speakers)) session.emit('speakers', msg.speakers);
     },
     error(session, msg) {
       const error = { code: msg.code, message: msg.message };
@@ -153,6 +165,16 @@
     // The server confirms with a `participants` message, or refuses with `unknown_lang`.
     setLang(lang) {
       this.send({ type: 'set_lang', lang });
+    }
+
+    // How loud the original voices play under translations: 0 (translation only) to 1.
+    setMix(original) {
+      this.send({ type: 'set_mix', original });
+    }
+
+    // The server answers with a `speakers` message, or `bad_field` / `unknown_speaker`.
+    renameSpeaker(speaker, name) {
+      this.send({ type: 'rename_speaker', speaker, name });
     }
 
     leave() {

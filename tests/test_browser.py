@@ -214,3 +214,77 @@ async def test_server_error_is_explained_and_the_form_comes_back(
     assert await bob.page.locator("#join-view").is_visible()
     assert await bob.page.locator("#join-button").is_enabled()
     assert (await bob.stats())["joined"] is False
+
+
+TRANSCRIPT_SCRIPT = """() => {
+  const T = BF.transcript;
+  const ana = {id: 's1', name: 'Ana', color: '#e6194b', participant: 'p1'};
+  const bob = {id: 's2', name: 'Bob', color: '#4363d8', participant: 'p2'};
+  const base = Date.UTC(2025, 0, 2, 3, 4, 5);
+  const caption = (fields) => ({type: 'caption', t: {}, ...fields});
+  const log = new T.CaptionLog();
+  const u1 = {utterance: 'u1', speaker: ana, source_lang: 'eng',
+              source_text: 'Good morning everyone.', start: base, end: base + 2500};
+  const messages = [
+    caption({...u1, lang: 'eng', text: 'Good morning everyone.', final: false}),
+    caption({...u1, lang: 'spa', text: 'Buenos días a todos.', final: true}),
+    caption({utterance: 'u2', speaker: bob, source_lang: 'spa', source_text: 'Vale, lo miro hoy.',
+             lang: 'spa', text: 'Vale, lo miro hoy.', final: true,
+             start: base + 3723004, end: base + 3724504}),
+    caption({utterance: 'u3', speaker: ana, source_lang: 'eng', source_text: 'The report is late.',
+             lang: 'spa', text: '', final: true, error: 'translation timed out',
+             start: base + 4000, end: base + 5000}),
+    // A partial arriving late, then the dropped marker: neither loses the translation.
+    caption({...u1, lang: 'eng', text: 'Good morning everyone.', final: false}),
+    caption({...u1, lang: 'spa', text: '', final: true, dropped: true}),
+  ];
+  for (const message of messages) log.apply(message);
+  const renamed = log.applySpeakers([{...ana, name: 'Ana María'}, bob]);
+  const names = {eng: 'English', spa: 'Spanish'};
+  return {
+    entries: log.entries,
+    renamed: renamed.map((entry) => entry.utterance),
+    srt: T.toSrt(log.entries),
+    text: T.toText(log.entries, {title: 'Transcript of e2e', languageName: (code) => names[code]}),
+  };
+}"""
+
+EXPECTED_SRT = """1
+00:00:00,000 --> 00:00:02,500
+Ana María: Buenos días a todos.
+Good morning everyone.
+
+2
+00:00:04,000 --> 00:00:05,000
+Ana María: The report is late.
+
+3
+01:02:03,004 --> 01:02:04,504
+Bob: Vale, lo miro hoy.
+"""
+
+EXPECTED_TEXT = """Transcript of e2e
+Started 2025-01-02T03:04:05.000Z
+
+[00:00:00] Ana María: Buenos días a todos. [skipped to catch up]
+    English: Good morning everyone.
+[00:00:04] Ana María: The report is late. [translation failed]
+[01:02:03] Bob: Vale, lo miro hoy.
+"""
+
+
+async def test_transcript_merges_captions_and_formats_srt_and_text(
+    launch_participant: LaunchParticipant, tmp_path: Path
+) -> None:
+    page = (await launch_participant(fake_mic(tmp_path / "a.wav", "Hello.", 1.0))).page
+    result = await page.evaluate(TRANSCRIPT_SCRIPT)
+
+    u1, u2, u3 = result["entries"]
+    assert (u1["lang"], u1["text"], u1["final"], u1["dropped"]) == (
+        "spa", "Buenos días a todos.", True, True
+    )
+    assert (u2["lang"], u2["error"], u2["dropped"]) == ("spa", None, False)
+    assert (u3["text"], u3["error"]) == ("", "translation timed out")
+    assert result["renamed"] == ["u1", "u3"]
+    assert result["srt"] == EXPECTED_SRT
+    assert result["text"] == EXPECTED_TEXT
