@@ -241,8 +241,8 @@
       showNotice({ text: BF.messages.serverError(event.detail.code, event.detail.message) });
       // The server refused the change, so the picker goes back to what it was.
       if (event.detail.code === 'unknown_lang') roomPicker.value = state.myLang;
-      // A refused rename: the names go back to the server's.
-      if (event.detail.code === 'unknown_speaker' || event.detail.code === 'bad_field') showSpeakers(state.speakers);
+      // A rename may have been refused: voice names go back to the server's.
+      showSpeakers(state.speakers);
     });
     session.addEventListener('ended', (event) => leaveRoom(event.detail));
     session.connect();
