@@ -72,6 +72,8 @@ def seamless_worker(device_name: str, dtype_name: str, repeats: int) -> dict[str
     )
     from transformers.modeling_outputs import BaseModelOutput
 
+    from ai.seamless import quantize_int8
+
     device = torch.device(device_name)
     int8 = dtype_name == "int8"
     dtype = torch.float32 if int8 else getattr(torch, dtype_name)
@@ -82,12 +84,7 @@ def seamless_worker(device_name: str, dtype_name: str, repeats: int) -> dict[str
     model = SeamlessM4Tv2Model(config).eval()
     torch.set_default_dtype(torch.float32)
     if int8:
-        from torch.ao.quantization import quantize_dynamic
-
-        for name in ("speech_encoder", "text_decoder"):
-            quantize_dynamic(getattr(model, name), {torch.nn.Linear}, torch.qint8, inplace=True)
-        model.lm_head = quantize_dynamic(torch.nn.Sequential(model.lm_head), {torch.nn.Linear},
-                                         torch.qint8)[0]
+        quantize_int8(model)
     model.to(device)
     build_s = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())

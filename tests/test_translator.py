@@ -287,11 +287,27 @@ def test_dtype_choice(tmp_path: Path) -> None:
         pick_dtype(torch.device("cpu"), "float7")
 
 
-async def test_bfloat16_mode_runs_end_to_end(tiny_seamless_dir, hello: np.ndarray) -> None:
-    translator = SeamlessTranslator.load(tiny_seamless_dir, dtype="bfloat16")
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+async def test_faster_cpu_modes_run_end_to_end(
+    tiny_seamless_dir: Path, hello: np.ndarray, dtype: str
+) -> None:
+    translator = SeamlessTranslator.load(tiny_seamless_dir, dtype=dtype)
     try:
-        assert translator.engine.dtype == torch.bfloat16
-        [result] = await translator.translate_speech([(hello, "eng", ["spa"])])
-        assert result.translations["spa"]
+        model = translator.engine.model
+        if dtype == "int8":
+            for layer in (model.text_decoder.layers[0].self_attn.q_proj, model.lm_head):
+                assert isinstance(layer, torch.ao.nn.quantized.dynamic.Linear)
+        else:
+            assert translator.engine.dtype == torch.bfloat16
+        [result] = await translator.translate_speech([(hello, "eng", ["spa", "pol"])])
+        assert result.translations["spa"] and result.transcript
+        assert (await translator.translate_text(["Good morning"], "eng", "fra"))[0]
+        audio, _ = await translator.speak("Dzień dobry", "pol")
+        assert len(audio) > 0 and np.all(np.isfinite(audio))
     finally:
         translator.close()
+
+
+def test_int8_is_a_cpu_mode(tiny_seamless_dir: Path) -> None:
+    with pytest.raises(ValueError, match="CPU mode"):
+        SeamlessM4T.load(tiny_seamless_dir, device="meta", dtype="int8")
