@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = FRAME_MS / 1000
 
+MAX_CATCH_UP = 0.1
+"""Seconds behind schedule up to which the mixer runs late ticks back to back."""
+
 STREAM_IDLE_TICKS = 50
 """An encode stream unused for 1 s is dropped; until then a mix that comes back (the same
 speakers after a pause) continues the same encoder, so its listeners' decoders see one
@@ -67,7 +70,7 @@ class MixStats:
     late_ticks: int = 0
     """Ticks that started more than half a tick after their deadline."""
     skipped_ticks: int = 0
-    """Ticks never run because the mixer was a whole tick or more behind."""
+    """Ticks never run because the mixer was `MAX_CATCH_UP` or more behind."""
     encoded_frames: int = 0
     listeners: int = 0
     encode_streams: int = 0
@@ -98,9 +101,10 @@ class RoomMixer:
     that tick, so no source is a frame behind another.
 
     Timing: ticks follow a monotonic schedule (start + n * 20 ms), so lateness never
-    accumulates. A tick that starts late still runs; when the mixer is a whole tick or more
-    behind, the missed ticks are skipped rather than run in a burst, and listeners see a
-    timestamp gap (their decoder conceals it) instead of a growing delay.
+    accumulates. A late tick runs at once, so after a short stall (a busy loop, a GC pause)
+    the mixer catches up within a few ticks and loses no audio; listeners' jitter buffers
+    absorb the burst. Once it is `MAX_CATCH_UP` or more behind, the missed ticks are skipped
+    instead: listeners see a timestamp gap (their decoder conceals it), not a lasting delay.
 
     Mixing and encoding run in `executor` (the loop's default when None) whenever some
     listener hears anything; a tick where everyone hears silence does no work off-loop.
@@ -249,7 +253,7 @@ class RoomMixer:
             lateness = time.monotonic() - deadline
             if lateness < 0:
                 await asyncio.sleep(-lateness)
-            elif lateness >= TICK_SECONDS:
+            elif lateness >= MAX_CATCH_UP:
                 missed = int(lateness // TICK_SECONDS)
                 self._next_tick += missed
                 self.stats.skipped_ticks += missed

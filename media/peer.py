@@ -106,8 +106,10 @@ class PeerConnections:
 
     async def close(self, pc: RTCPeerConnection) -> None:
         self._open.discard(pc)
+        # Shielded: aiortc may be closing it already (far side's DTLS close), and cancelling
+        # a second close() would cancel the future the first one completes.
         with contextlib.suppress(Exception):
-            await pc.close()
+            await asyncio.shield(pc.close())
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(pc) for pc in list(self._open)))

@@ -6,8 +6,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures.speech",
-    "tests.fixtures.browser",
     "tests.fixtures.pyannote",
     "tests.fixtures.kokoro",
+    "tests.fixtures.browser",
+    "tests.fixtures.server",
+    "tests.fixtures.webrtc",
     "tests.fixtures.seamless",
 ]

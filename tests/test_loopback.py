@@ -1,0 +1,55 @@
+"""Three aiortc participants through a real server on loopback: who hears whom."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from media.frames import FRAME_SAMPLES, MIX_RATE
+from tests.fixtures.server import signaling_of
+from tests.fixtures.speech import Speech
+from tests.fixtures.webrtc import PeerFactory
+
+
+def envelope(audio: np.ndarray) -> np.ndarray:
+    """RMS per 20 ms frame."""
+    frames = len(audio) // FRAME_SAMPLES
+    blocks = audio[: frames * FRAME_SAMPLES].reshape(frames, FRAME_SAMPLES)
+    return np.sqrt(np.mean(np.square(blocks), axis=1))
+
+
+def aligned_correlation(source: np.ndarray, received: np.ndarray) -> float:
+    """Pearson correlation of the envelopes at the lag where they line up best."""
+    a, b = envelope(source), envelope(received)
+    lags = np.correlate(b - b.mean(), a - a.mean(), mode="valid")
+    lag = int(np.argmax(lags))
+    return float(np.corrcoef(a, b[lag : lag + len(a)])[0, 1])
+
+
+async def test_same_language_hears_the_speaker_others_hear_silence(
+    babblefish, peer_factory: PeerFactory, english_speech: Speech
+) -> None:
+    assert english_speech.rate == MIX_RATE
+    alice, bruno, carol = [await peer_factory() for _ in range(3)]
+    await alice.join("loop", "Alice", "eng")
+    await bruno.join("loop", "Bruno", "spa")
+    await carol.join("loop", "Carol", "eng")
+    await alice.connect(english_speech.audio)
+    await bruno.connect()
+    await carol.connect()
+
+    # Everyone is connected and their microphones reach the server before A speaks.
+    await carol.recorder.wait_for(FRAME_SAMPLES * 10)
+    starts = {peer: peer.recorder.mark() for peer in (alice, bruno, carol)}
+    alice.mic.play()
+    for peer in (carol, alice, bruno):
+        await peer.recorder.wait_for(
+            starts[peer] + len(english_speech.audio) + MIX_RATE - peer.recorder.samples
+        )
+
+    heard = carol.recorder.audio(starts[carol])
+    assert aligned_correlation(english_speech.audio, heard) > 0.7
+    assert np.max(np.abs(alice.recorder.audio(starts[alice]))) < 1e-3  # never hears herself
+    assert np.max(np.abs(bruno.recorder.audio(starts[bruno]))) < 1e-3  # other language
+
+    mixer = signaling_of(babblefish).rooms.get("loop").mixer
+    assert mixer.stats.listeners == 3
