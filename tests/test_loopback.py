@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from media.frames import FRAME_SAMPLES, MIX_RATE
+from media.ice import offer_host_addresses
 from tests.fixtures.server import signaling_of
 from tests.fixtures.speech import Speech
 from tests.fixtures.webrtc import PeerFactory
@@ -29,7 +33,7 @@ async def test_same_language_hears_the_speaker_others_hear_silence(
     babblefish, peer_factory: PeerFactory, english_speech: Speech
 ) -> None:
     assert english_speech.rate == MIX_RATE
-    alice, bruno, carol = [await peer_factory() for _ in range(3)]
+    alice, bruno, carol = [await peer_factory(babblefish) for _ in range(3)]
     await alice.join("loop", "Alice", "eng")
     await bruno.join("loop", "Bruno", "spa")
     await carol.join("loop", "Carol", "eng")
@@ -53,3 +57,29 @@ async def test_same_language_hears_the_speaker_others_hear_silence(
 
     mixer = signaling_of(babblefish).rooms.get("loop").mixer
     assert mixer.stats.listeners == 3
+
+    # The speaking indicator: Carol was told Alice was loud, and never that Bruno was.
+    levels = []
+    while not carol.inbox.empty():
+        message = json.loads(carol.inbox.get_nowait().data)
+        if message["type"] == "levels":
+            levels.append(message["levels"])
+    assert max(entry[alice.id] for entry in levels) > 0.5
+    assert max(entry[bruno.id] for entry in levels) == 0.0
+
+
+async def test_ice_addresses_are_offered_exactly_and_public_ones_announced() -> None:
+    offer_host_addresses(["127.0.0.1", "203.0.113.9"])
+    try:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        hosts = {
+            line.split()[4]
+            for line in pc.localDescription.sdp.splitlines()
+            if line.startswith("a=candidate:")
+        }
+        await pc.close()
+    finally:
+        offer_host_addresses(None)
+    assert hosts == {"127.0.0.1", "203.0.113.9"}

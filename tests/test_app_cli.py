@@ -1,0 +1,171 @@
+"""app.py: flags and their environment variables, TLS, and a real start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography import x509
+
+from app import FLAGS, build_parser, parse_settings
+from signaling.tls import self_signed_certificate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_documents_every_flag_and_its_variable() -> None:
+    text = " ".join(build_parser().format_help().split())
+    for flag in FLAGS:
+        assert flag.name in text
+        assert f"env: {flag.env}" in text
+    assert "BABBLEFISH_PORT" in text and "BABBLEFISH_ICE_SERVER" in text
+
+
+def test_defaults() -> None:
+    settings = parse_settings([], {})
+    assert (settings.host, settings.port, settings.http) == ("0.0.0.0", 8443, False)
+    assert settings.data_dir == Path("data") and settings.cert is None
+    assert settings.ice_servers == [] and settings.ice_addresses is None
+    assert settings.max_participants == 50
+
+
+def test_environment_overrides_defaults_and_flags_override_the_environment() -> None:
+    env = {
+        "BABBLEFISH_PORT": "9000",
+        "BABBLEFISH_HTTP": "yes",
+        "BABBLEFISH_ICE_SERVER": "stun:stun.example.org:3478, turn:u:p@turn.example.org",
+        "BABBLEFISH_ICE_ADDRESS": "127.0.0.1",
+        "BABBLEFISH_MAX_PARTICIPANTS": "4",
+        "BABBLEFISH_DATA_DIR": "/var/lib/babblefish",
+    }
+    settings = parse_settings([], env)
+    assert settings.port == 9000 and settings.http and settings.max_participants == 4
+    assert settings.data_dir == Path("/var/lib/babblefish")
+    assert [s.urls for s in settings.ice_servers] == [
+        "stun:stun.example.org:3478",
+        "turn:turn.example.org",
+    ]
+    assert settings.ice_servers[1].username == "u"
+    assert settings.ice_addresses == ["127.0.0.1"]
+
+    argv = [
+        "--port",
+        "9443",
+        "--ice-server",
+        "stun:a.example.org",
+        "--ice-server",
+        "stun:b.example.org",
+    ]
+    settings = parse_settings(argv, env)
+    assert settings.port == 9443
+    assert [s.urls for s in settings.ice_servers] == ["stun:a.example.org", "stun:b.example.org"]
+    assert parse_settings([], {"BABBLEFISH_HTTP": "0"}).http is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--port", "0"], {}),
+        ([], {"BABBLEFISH_PORT": "http"}),
+        ([], {"BABBLEFISH_HTTP": "maybe"}),
+        (["--ice-server", "turn:host"], {}),
+        (["--ice-address", "my-host"], {}),
+        (["--cert", "a.pem"], {}),
+        (["--max-participants", "0"], {}),
+    ],
+)
+def test_bad_settings_exit_with_a_message(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse_settings(argv, env)
+    assert caught.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_self_signed_certificate_is_made_once_and_reused(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path, ["localhost", "127.0.0.1", "192.0.2.7"])
+    first = cert.read_bytes()
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    again, _ = self_signed_certificate(tmp_path, ["localhost", "other.example"])
+    assert again == cert and cert.read_bytes() == first
+    names = (
+        x509.load_pem_x509_certificate(first)
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert set(names.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("192.0.2.7"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def serve_once(args: list[str], env: dict[str, str]) -> tuple[str, dict[str, object], int]:
+    """Start app.py, read its announcement, GET /health, stop it with SIGTERM."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "app.py"),
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            line = (await process.stdout.readline()).decode()
+            while "listening" not in line:
+                assert line, "app.py exited before listening"
+                line = (await process.stdout.readline()).decode()
+            scheme = "http" if "--http" in args else "https"
+            url = f"{scheme}://127.0.0.1:{env['BABBLEFISH_PORT']}/health"
+            async with aiohttp.ClientSession() as session, session.get(url, ssl=False) as reply:
+                health = await reply.json()
+            process.send_signal(signal.SIGTERM)
+            await process.stdout.read()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return line, health, code
+
+
+async def test_server_starts_with_tls_reuses_its_certificate_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    env = {"BABBLEFISH_PORT": str(free_port()), "BABBLEFISH_DATA_DIR": str(tmp_path)}
+    line, health, code = await serve_once(["--host", "127.0.0.1"], env)
+    assert f"https://127.0.0.1:{env['BABBLEFISH_PORT']}/" in line and "self-signed" in line
+    assert health["status"] == "ok" and health["rooms"] == 0 and health["participants"] == 0
+    assert code == 0
+    cert = tmp_path / "tls" / "self-signed.crt"
+    first = cert.read_bytes()
+
+    env["BABBLEFISH_PORT"] = str(free_port())
+    _, _, code = await serve_once(["--host", "127.0.0.1"], env)
+    assert code == 0 and cert.read_bytes() == first
+
+
+async def test_plain_http_mode(tmp_path: Path) -> None:
+    env = {"BABBLEFISH_PORT": str(free_port()), "BABBLEFISH_DATA_DIR": str(tmp_path)}
+    line, health, code = await serve_once(["--http", "--host", "127.0.0.1"], env)
+    assert line.strip().startswith("BabbleFish is listening: open http://127.0.0.1:")
+    assert health["status"] == "ok" and code == 0
+    assert not (tmp_path / "tls").exists()
