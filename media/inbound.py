@@ -46,17 +46,21 @@ def to_mono(frame: av.AudioFrame) -> Pcm:
         raise ValueError(f"expected {MIX_RATE} Hz audio, got {frame.sample_rate} Hz")
     channels = len(frame.layout.channels)
     data = frame.to_ndarray()
-    samples = data.reshape(channels, -1) if frame.format.is_planar else data.reshape(-1, channels).T
-    mono = samples.mean(axis=0, dtype=np.float32)
-    if data.dtype == np.int16:
-        mono /= np.float32(32768.0)
-    elif data.dtype == np.int32:
-        mono /= np.float32(2147483648.0)
-    return mono.astype(np.float32, copy=False)
+    planar = frame.format.is_planar
+    by_channel = data.reshape(channels, -1) if planar else data.reshape(-1, channels).T
+    mono = by_channel[0].astype(np.float32)
+    for other in by_channel[1:]:
+        mono += other
+    full_scale = _FULL_SCALE.get(data.dtype.name, 1.0)
+    mono *= np.float32(1.0 / (full_scale * channels))
+    return mono
+
+
+_FULL_SCALE = {"int16": 32768.0, "int32": 2147483648.0}
 
 
 def rms_dbfs(pcm: Pcm) -> float:
-    power = float(np.mean(np.square(pcm, dtype=np.float64))) if len(pcm) else 0.0
+    power = float(np.dot(pcm, pcm)) / len(pcm) if len(pcm) else 0.0
     return 10.0 * math.log10(power) if power > 1e-12 else -120.0
 
 

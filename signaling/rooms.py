@@ -136,6 +136,14 @@ class Rooms:
     def participant_count(self) -> int:
         return len(self._ids)
 
+    @property
+    def encoding(self) -> tuple[int, int]:
+        """(outbound tracks fed, distinct Opus encodes feeding them) in the last tick of
+        every room: the encode-once saving, for metrics."""
+        listeners = sum(room.mixer.stats.listeners for room in self._rooms.values())
+        streams = sum(room.mixer.stats.encode_streams for room in self._rooms.values())
+        return listeners, streams
+
     def add_observer(self, observer: RoomObserver) -> None:
         self._observers.append(observer)
 

@@ -123,3 +123,10 @@ async def test_ids_are_unique_and_closing_releases_tasks(rooms: Rooms) -> None:
     await rooms.close_all()
     assert asyncio.all_tasks() - before == set()
     assert len(rooms) == 0
+
+
+async def test_encoding_counts_for_metrics(rooms: Rooms) -> None:
+    ana = rooms.join("r1", "Ana", "eng", Inbox())
+    rooms.join("r1", "Ben", "eng", Inbox())
+    await ana.room.mixer.tick()
+    assert rooms.encoding == (2, 0)  # nobody speaks: both get the shared silence packet
