@@ -7,8 +7,11 @@ line wins over the variable, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -186,6 +189,24 @@ def _page_url(settings: Settings) -> str:
     return f"{'http' if settings.http else 'https'}://{host}:{settings.port}/"
 
 
+async def serve(settings: Settings, app: web.Application, ssl_context: ssl.SSLContext | None,
+                note: str = "") -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully (the app's on_shutdown closes
+    every socket and peer connection) and return."""
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context).start()
+        print(f"BabbleFish is listening: open {_page_url(settings)}{note}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
     logging.basicConfig(
@@ -201,18 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cert, key = self_signed_certificate(settings.data_dir / "tls", hosts)
             note = f" (self-signed certificate {cert}: the browser asks you to accept it once)"
         ssl_context = server_ssl_context(cert, key)
-    app = create_app(settings)
-
-    async def announce(app: web.Application) -> None:
-        print(f"BabbleFish is listening: open {_page_url(settings)}{note}", flush=True)
-
-    app.on_startup.append(announce)
-    # run_app turns SIGINT and SIGTERM into a graceful shutdown (peers closed in the app's
-    # on_shutdown) and then returns, so the process exits 0.
-    web.run_app(
-        app, host=settings.host, port=settings.port, ssl_context=ssl_context, print=None,
-        shutdown_timeout=5.0,
-    )
+    asyncio.run(serve(settings, create_app(settings), ssl_context, note))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ class LoopedVoice(MediaStreamTrack):
         phase = 2 * np.pi * np.cumsum(pitch) / MIX_RATE
         voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
         syllables = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
-        self._loop = (0.15 * voiced * syllables).astype(np.float32)
+        self._voice = (0.15 * voiced * syllables).astype(np.float32)
         self._pts = 0
         self._start: float | None = None
 
@@ -141,8 +141,8 @@ class LoopedVoice(MediaStreamTrack):
             raise MediaStreamError
         self._start = self._start or time.monotonic()
         await asyncio.sleep(max(0.0, self._start + self._pts / MIX_RATE - time.monotonic()))
-        at = self._pts % len(self._loop)
-        pcm = np.resize(np.roll(self._loop, -at)[:FRAME_SAMPLES], FRAME_SAMPLES)
+        at = self._pts % len(self._voice)
+        pcm = np.resize(np.roll(self._voice, -at)[:FRAME_SAMPLES], FRAME_SAMPLES)
         frame = av.AudioFrame.from_ndarray(
             (pcm * 32767).astype(np.int16)[np.newaxis, :], format="s16", layout="mono"
         )

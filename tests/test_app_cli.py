@@ -115,8 +115,10 @@ def free_port() -> int:
         return port
 
 
-async def serve_once(args: list[str], env: dict[str, str]) -> tuple[str, dict[str, object], int]:
-    """Start app.py, read its announcement, GET /health, stop it with SIGTERM."""
+async def serve_once(
+    args: list[str], env: dict[str, str], stop: signal.Signals = signal.SIGTERM
+) -> tuple[str, dict[str, object], int]:
+    """Start app.py, read its announcement, GET /health, stop it with `stop`."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "app.py"),
@@ -137,7 +139,7 @@ async def serve_once(args: list[str], env: dict[str, str]) -> tuple[str, dict[st
             url = f"{scheme}://127.0.0.1:{env['BABBLEFISH_PORT']}/health"
             async with aiohttp.ClientSession() as session, session.get(url, ssl=False) as reply:
                 health = await reply.json()
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(stop)
             await process.stdout.read()
             code = await process.wait()
     finally:
@@ -159,7 +161,7 @@ async def test_server_starts_with_tls_reuses_its_certificate_and_stops_cleanly(
     first = cert.read_bytes()
 
     env["BABBLEFISH_PORT"] = str(free_port())
-    _, _, code = await serve_once(["--host", "127.0.0.1"], env)
+    _, _, code = await serve_once(["--host", "127.0.0.1"], env, signal.SIGINT)
     assert code == 0 and cert.read_bytes() == first
 
 
