@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
+from tests.fixtures import server as server_fixtures
 from tests.fixtures.browser import LaunchParticipant, Participant
 from tests.fixtures.server import ServerFactory
 from tests.fixtures.speech import compose
@@ -34,6 +35,7 @@ from tests.fixtures.speech import compose
 pytestmark = pytest.mark.browser
 
 ROOM_SCREENSHOT = Path("/tmp/babblefish-room.png")
+CAPTIONS_SCREENSHOT = Path("/tmp/babblefish-captions.png")
 BIN_S = 0.1
 MAX_LAG_S = 2.0
 SPEAKING = 0.5
@@ -288,3 +290,57 @@ async def test_transcript_merges_captions_and_formats_srt_and_text(
     assert result["renamed"] == ["u1", "u3"]
     assert result["srt"] == EXPECTED_SRT
     assert result["text"] == EXPECTED_TEXT
+
+
+TRANSLATED_FOR_ANA = (
+    "s.captions.some(c => c.final && c.lang === 'spa' && c.text && !c.error"
+    " && c.speaker && c.speaker.name === 'Bob')"
+)
+ORIGINAL_FOR_BOB = (
+    "s.captions.some(c => c.final && c.lang === 'eng' && c.text && c.text === c.source_text)"
+)
+TRANSLATION_HEARD = "s.latency_ms !== null && s.incoming.history.some(([, level]) => level > 0.3)"
+
+
+@pytest.mark.skipif(
+    not hasattr(server_fixtures, "babblefish_live_factory"),
+    reason="waits on a live-translation server fixture (babblefish_live_factory)",
+)
+class TestLiveTranslation:
+    """Against a server with the real engines: the tiny SeamlessM4T v2 (random weights, so
+    its words are gibberish, but real ones all the same) and Kokoro's real weights."""
+
+    @pytest.fixture
+    async def babblefish(self, babblefish_live_factory: ServerFactory) -> TestServer:
+        return await babblefish_live_factory()
+
+    async def test_spanish_page_gets_captions_and_speech_from_english_speech(
+        self, launch_participant: LaunchParticipant, tmp_path: Path
+    ) -> None:
+        ana = await launch_participant(compose([2.0], rate=48_000).write_wav(tmp_path / "ana.wav"))
+        bob = await launch_participant(
+            fake_mic(tmp_path / "bob.wav", "Good morning everyone, the weather is lovely.", 6.0)
+        )
+        # Ana keeps only translations in her mix (a remembered choice, sent on joining), so
+        # whatever she hears is translated speech, never Bob's voice ducked underneath.
+        await ana.page.evaluate("localStorage.setItem('babblefish.join', JSON.stringify({mix: 0}))")
+        await ana.page.reload()
+        await ana.join("Ana", "live", "spa")
+        await bob.join("Bob", "live", "eng")
+        for page in (ana, bob):
+            await page.wait_until(CONNECTED)
+
+        await ana.wait_until(TRANSLATED_FOR_ANA, timeout_s=300)
+        await ana.wait_until(TRANSLATION_HEARD, timeout_s=120)
+        await bob.wait_until(ORIGINAL_FOR_BOB, timeout_s=60)
+        captions = ana.page.locator(".captions-card")
+        await captions.screenshot(path=str(CAPTIONS_SCREENSHOT))
+
+        stats = await ana.stats()
+        assert stats["mix"] == 0
+        caption = next(c for c in stats["captions"] if c["final"] and c["lang"] == "spa")
+        # The English transcript came along for the small line beneath.
+        assert caption["source_text"]
+        shown = ana.page.locator(f"#captions [data-utterance='{caption['utterance']}']")
+        assert await shown.locator(".caption-speaker").inner_text() == "Bob"
+        assert await shown.locator(".caption-text").inner_text() == caption["text"]
