@@ -107,6 +107,10 @@ class TranslationPlayout:
         """Utterances reserved and not yet played out, dropped or cancelled."""
         return len(self._queue)
 
+    def __contains__(self, utterance_id: object) -> bool:
+        """Whether the utterance is still to be heard (reserved, queued or playing)."""
+        return utterance_id in self._by_id
+
     def reserve(self, utterance_id: str, origin: str, order_key: float) -> None:
         """Holds a place for an utterance, ordered by `order_key` (when it ended)."""
         if utterance_id in self._by_id:
