@@ -20,11 +20,16 @@ from typing import Any
 
 from aiohttp import web
 
+from ai.models import MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
 from signaling.tls import self_signed_certificate, server_ssl_context
 from signaling.web import ServerSettings, create_app
 
 ENV_PREFIX = "BABBLEFISH_"
+
+
+def _model_dest(spec: ModelSpec) -> str:
+    return spec.flag.lstrip("-").replace("-", "_")
 
 
 @dataclass
@@ -36,6 +41,19 @@ class Settings(ServerSettings):
     data_dir: Path = Path("data")
     http: bool = False
     log_level: str = "INFO"
+    no_translation: bool = False
+    download_models: bool = False
+    threads: int = 0
+    models_dir: Path | None = None
+    seamless_model: str | None = None
+    speaker_model: str | None = None
+    kokoro_model: str | None = None
+    kokoro_voices: str | None = None
+    ja_dictionary: str | None = None
+
+    def model_settings(self) -> ModelSettings:
+        paths = {spec.key: getattr(self, _model_dest(spec)) for spec in MODEL_SPECS}
+        return ModelSettings(self.models_dir, {k: v for k, v in paths.items() if v})
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,20 @@ FLAGS: list[Flag] = [
     Flag("--max-participants", "max_participants", "participants per room", _positive,
          metavar="N"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
+    Flag("--no-translation", "no_translation",
+         "run rooms without the AI engines: people hear only same-language voices",
+         switch=True),
+    Flag("--download-models", "download_models",
+         "fetch every production model (into the Hugging Face cache or --models-dir), then exit",
+         switch=True),
+    Flag("--threads", "threads", "CPU threads for torch and ONNX Runtime (0: their default)",
+         int, metavar="N"),
+    Flag("--models-dir", "models_dir", "keep downloaded models here, not in the Hugging Face "
+         "cache", Path, metavar="DIR"),
+    *(
+        Flag(spec.flag, _model_dest(spec), f"local copy of the {spec.title}", metavar="PATH")
+        for spec in MODEL_SPECS
+    ),
 ]
 """A feature adds a flag here and a field of the same `dest` to `Settings`."""
 
@@ -212,6 +244,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.download_models or not settings.no_translation:
+        try:
+            models = resolve_all(settings.model_settings(), download=settings.download_models)
+        except MissingModels as missing:
+            print(missing, file=sys.stderr)
+            print("Or run rooms without translation: --no-translation", file=sys.stderr)
+            raise SystemExit(1) from None
+        if settings.download_models:
+            print("Every model is in place.")
+            return
     ssl_context = None
     note = ""
     if not settings.http:
@@ -222,7 +264,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             cert, key = self_signed_certificate(settings.data_dir / "tls", hosts)
             note = f" (self-signed certificate {cert}: the browser asks you to accept it once)"
         ssl_context = server_ssl_context(cert, key)
-    asyncio.run(serve(settings, create_app(settings), ssl_context, note))
+    app = create_app(settings)
+    if not settings.no_translation:
+        # Imported here so that `--no-translation` and `--help` never load torch.
+        import torch
+
+        from signaling.translation import load_engines, mount_translation
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        print("Loading the translation engines ...", flush=True)
+        mount_translation(app, load_engines(models, settings.threads))
+    asyncio.run(serve(settings, app, ssl_context, note))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Mounts the engines on the web app: REST face, live translation in rooms, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ai.engines import Engines
+from ai.models import ResolvedModels
+from ai.pipeline import PipelineEngines
+from ai.rest import add_rest_routes
+from ai.translator import SeamlessTranslator
+from ai.tts import KokoroSettings, KokoroTTS
+from ai.voiceprint import PyannoteEmbedder
+from ai.warmup import warm_up
+from signaling.languages import LanguageInfo
+from signaling.live import LiveTranslation
+from signaling.metrics import Metrics
+from signaling.web import SIGNALING
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedEngines:
+    translator: SeamlessTranslator
+    tts: KokoroTTS
+    embedder: PyannoteEmbedder | None
+
+
+def load_engines(models: ResolvedModels, threads: int = 0) -> LoadedEngines:
+    """Blocking: one copy of each model for the whole process."""
+    translator = SeamlessTranslator.load(models.seamless, threads=threads or None)
+    tts = KokoroTTS(
+        KokoroSettings(
+            models.kokoro_model, models.kokoro_voices, threads=threads,
+            ja_dictionary=models.ja_dictionary,
+        )
+    )
+    return LoadedEngines(translator, tts, PyannoteEmbedder(models.speaker))
+
+
+def mount_translation(app: web.Application, loaded: LoadedEngines) -> LiveTranslation:
+    """REST routes, live rooms, `/languages` capabilities and `/metrics` on a `create_app` app."""
+    engines = Engines(
+        loaded.translator, loaded.tts,
+        written=loaded.translator.text_languages,
+        seamless_spoken=loaded.translator.speech_languages,
+    )
+    add_rest_routes(app, engines)
+    signaling = app[SIGNALING]
+    signaling.languages = lambda: [LanguageInfo(**info) for info in engines.languages()]
+    metrics = Metrics()
+    pipeline = PipelineEngines(loaded.translator, loaded.tts)
+    embed = loaded.embedder.embed_async if loaded.embedder is not None else None
+    live = LiveTranslation(pipeline, embed=embed, metrics=metrics)
+    live.register_messages(signaling.messages)
+    signaling.rooms.add_observer(live)
+    metrics.sample_with(lambda: _sample_rooms(app, metrics))
+    app.router.add_get("/metrics", metrics.handle)
+    lag: list[asyncio.Task[None]] = []
+
+    async def start(app: web.Application) -> None:
+        took = await warm_up(embedder=loaded.embedder, translator=loaded.translator, tts=loaded.tts)
+        log.info("engines warmed up: %s", {k: round(v, 2) for k, v in took.items()})
+        lag.append(asyncio.create_task(metrics.watch_loop_lag()))
+
+    async def stop(app: web.Application) -> None:
+        for task in lag:
+            task.cancel()
+        await live.close()
+        await pipeline.close()
+        loaded.translator.close()
+        loaded.tts.close()
+        if loaded.embedder is not None:
+            loaded.embedder.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return live
+
+
+def _sample_rooms(app: web.Application, metrics: Metrics) -> None:
+    rooms = app[SIGNALING].rooms
+    metrics.rooms.set(len(rooms))
+    metrics.participants.set(rooms.participant_count)
+    listeners, streams = rooms.encoding
+    metrics.listeners.set(listeners)
+    metrics.encode_streams.set(streams)
