@@ -7,6 +7,7 @@ import ipaddress
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,6 +123,7 @@ async def serve_once(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "app.py"),
+        "--no-translation",  # rooms only: the engines are tested on their own fixtures
         *args,
         cwd=ROOT,
         env={**os.environ, **env},
@@ -171,3 +173,16 @@ async def test_plain_http_mode(tmp_path: Path) -> None:
     assert line.strip().startswith("BabbleFish is listening: open http://127.0.0.1:")
     assert health["status"] == "ok" and code == 0
     assert not (tmp_path / "tls").exists()
+
+
+def test_missing_models_exit_with_one_message_naming_each_flag(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--models-dir", str(tmp_path)],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    for flag in ("--seamless-model", "--speaker-model", "--kokoro-model", "--kokoro-voices"):
+        assert flag in result.stderr
+    assert "facebook/seamless-m4t-v2-large" in result.stderr
