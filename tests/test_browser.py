@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.fixtures import server as server_fixtures
 from tests.fixtures.browser import LaunchParticipant, Participant
 from tests.fixtures.server import ServerFactory
 from tests.fixtures.speech import compose
@@ -36,6 +35,7 @@ pytestmark = pytest.mark.browser
 
 ROOM_SCREENSHOT = Path("/tmp/babblefish-room.png")
 CAPTIONS_SCREENSHOT = Path("/tmp/babblefish-captions.png")
+LIVE_ROOM_SCREENSHOT = Path("/tmp/babblefish-live-room.png")
 BIN_S = 0.1
 MAX_LAG_S = 2.0
 SPEAKING = 0.5
@@ -302,17 +302,13 @@ ORIGINAL_FOR_BOB = (
 TRANSLATION_HEARD = "s.latency_ms !== null && s.incoming.history.some(([, level]) => level > 0.3)"
 
 
-@pytest.mark.skipif(
-    not hasattr(server_fixtures, "babblefish_live_factory"),
-    reason="waits on a live-translation server fixture (babblefish_live_factory)",
-)
 class TestLiveTranslation:
     """Against a server with the real engines: the tiny SeamlessM4T v2 (random weights, so
     its words are gibberish, but real ones all the same) and Kokoro's real weights."""
 
     @pytest.fixture
-    async def babblefish(self, babblefish_live_factory: ServerFactory) -> TestServer:
-        return await babblefish_live_factory()
+    def babblefish(self, live_server: TestServer) -> TestServer:
+        return live_server
 
     async def test_spanish_page_gets_captions_and_speech_from_english_speech(
         self, launch_participant: LaunchParticipant, tmp_path: Path
@@ -344,3 +340,18 @@ class TestLiveTranslation:
         shown = ana.page.locator(f"#captions [data-utterance='{caption['utterance']}']")
         assert await shown.locator(".caption-speaker").inner_text() == "Bob"
         assert await shown.locator(".caption-text").inner_text() == caption["text"]
+
+        # Ana renames Bob's voice inline; both pages follow the server's answer.
+        bob_id = (await bob.stats())["id"]
+        await ana.wait_until(f"s.speakers.some(v => v.participant === '{bob_id}' && v.seconds > 0)")
+        voice = next(v for v in (await ana.stats())["speakers"] if v["participant"] == bob_id)
+        row = ana.page.locator(f"#voices [data-speaker='{voice['id']}']")
+        await row.locator(".rename-button").click()
+        await row.locator(".rename-form input").fill("Roberto")
+        await row.locator(".rename-form input").press("Enter")
+        renamed = f"s.speakers.some(v => v.id === '{voice['id']}' && v.name === 'Roberto')"
+        for page in (ana, bob):
+            await page.wait_until(renamed)
+        assert await row.locator(".voice-name").inner_text() == "Roberto"
+        assert await shown.locator(".caption-speaker").inner_text() == "Roberto"
+        await ana.page.screenshot(path=str(LIVE_ROOM_SCREENSHOT), full_page=True)
