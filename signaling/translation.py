@@ -43,8 +43,14 @@ def load_engines(models: ResolvedModels, threads: int = 0) -> LoadedEngines:
     return LoadedEngines(translator, tts, PyannoteEmbedder(models.speaker))
 
 
-def mount_translation(app: web.Application, loaded: LoadedEngines) -> LiveTranslation:
-    """REST routes, live rooms, `/languages` capabilities and `/metrics` on a `create_app` app."""
+def mount_translation(
+    app: web.Application, loaded: LoadedEngines, *, owns_engines: bool = True, warm: bool = True
+) -> LiveTranslation:
+    """REST routes, live rooms, `/languages` capabilities and `/metrics` on a `create_app` app.
+
+    With `owns_engines` the models are closed with the app; tests that share engines
+    between servers pass False. `warm` runs each engine once before serving.
+    """
     engines = Engines(
         loaded.translator, loaded.tts,
         written=loaded.translator.text_languages,
@@ -64,8 +70,11 @@ def mount_translation(app: web.Application, loaded: LoadedEngines) -> LiveTransl
     lag: list[asyncio.Task[None]] = []
 
     async def start(app: web.Application) -> None:
-        took = await warm_up(embedder=loaded.embedder, translator=loaded.translator, tts=loaded.tts)
-        log.info("engines warmed up: %s", {k: round(v, 2) for k, v in took.items()})
+        if warm:
+            took = await warm_up(
+                embedder=loaded.embedder, translator=loaded.translator, tts=loaded.tts
+            )
+            log.info("engines warmed up: %s", {k: round(v, 2) for k, v in took.items()})
         lag.append(asyncio.create_task(metrics.watch_loop_lag()))
 
     async def stop(app: web.Application) -> None:
@@ -73,6 +82,8 @@ def mount_translation(app: web.Application, loaded: LoadedEngines) -> LiveTransl
             task.cancel()
         await live.close()
         await pipeline.close()
+        if not owns_engines:
+            return
         loaded.translator.close()
         loaded.tts.close()
         if loaded.embedder is not None:

@@ -5,6 +5,7 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = [
+    "tests.fixtures.live",
     "tests.fixtures.speech",
     "tests.fixtures.pyannote",
     "tests.fixtures.kokoro",
