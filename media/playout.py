@@ -18,7 +18,8 @@ Policies, all counted in frames pulled (the mixer's clock), never wall time:
   periods found by waveform similarity and crossfading: pitch is kept, no
   clicks. Past `drop_past` seconds, whole utterances are dropped oldest first
   (the one being heard last, faded out), with `on_dropped` and `dropped`
-  counted, so latency stays bounded.
+  counted, so latency stays bounded. A lone utterance is never dropped, however
+  long: no one waits behind it, and a long turn is translated into long speech.
 """
 
 from __future__ import annotations
@@ -204,12 +205,10 @@ class TranslationPlayout:
 
     def _bound_backlog(self) -> None:
         while self._queued_samples() > self._drop_past:
-            victim = next(
-                (q for q in self._queue if q.audio.size and q is not self._current),
-                self._current,
-            )
-            if victim is None or victim.utterance_id not in self._by_id:
-                return  # only a fading tail is left
+            voiced = [q for q in self._queue if q.audio.size and q.utterance_id in self._by_id]
+            if len(voiced) < 2:
+                return  # a lone long translation delays no one else: it only speeds up
+            victim = next((q for q in voiced if q is not self._current), voiced[0])
             self._cut_short(victim)
             self.dropped += 1
             if self._on_dropped is not None:

@@ -217,3 +217,15 @@ def test_bad_input_is_refused_clearly() -> None:
         playout.feed("u", np.zeros((2, 960), dtype=np.float32))
     playout.feed("never-reserved", level(FRAME_SAMPLES, 0.1))
     assert len(playout) == 1
+
+
+def test_a_lone_long_translation_is_sped_up_not_dropped() -> None:
+    dropped: list[str] = []
+    playout = TranslationPlayout("spa", on_dropped=dropped.append)
+    playout.reserve("long", "a", 0.0)
+    playout.feed("long", tone(9.0))
+    playout.finish("long")
+    frames = drain(playout)
+    assert dropped == [] and playout.dropped == 0
+    assert len(frames) < 9.0 * MIX_RATE / FRAME_SAMPLES  # sped up
+    assert len(frames) >= 9.0 * MIX_RATE / (1.25 * FRAME_SAMPLES)
