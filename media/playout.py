@@ -16,10 +16,11 @@ Policies, all counted in frames pulled (the mixer's clock), never wall time:
 - Backlog: past `speedup_from` seconds of queued audio, playback speeds up
   along a ramp to `max_speed` (reached 2 s later), by cutting whole pitch
   periods found by waveform similarity and crossfading: pitch is kept, no
-  clicks. Past `drop_past` seconds, whole utterances are dropped oldest first
-  (the one being heard last, faded out), with `on_dropped` and `dropped`
-  counted, so latency stays bounded. A lone utterance is never dropped, however
-  long: no one waits behind it, and a long turn is translated into long speech.
+  clicks. Once the newest utterance would wait more than `drop_past` seconds
+  of audio to start, whole utterances ahead of it are dropped oldest first (the
+  one being heard last, faded out), with `on_dropped` and `dropped` counted, so
+  latency stays bounded. Length alone drops nothing: a long turn is translated
+  into long speech, and two people who spoke at once are both heard.
 """
 
 from __future__ import annotations
@@ -204,15 +205,25 @@ class TranslationPlayout:
         return 1.0 + (self._max_speed - 1.0) * min(max(over, 0.0), 1.0)
 
     def _bound_backlog(self) -> None:
-        while self._queued_samples() > self._drop_past:
+        while True:
             voiced = [q for q in self._queue if q.audio.size and q.utterance_id in self._by_id]
             if len(voiced) < 2:
-                return  # a lone long translation delays no one else: it only speeds up
-            victim = next((q for q in voiced if q is not self._current), voiced[0])
+                return  # a lone translation delays no one, however long: it only speeds up
+            if self._queued_samples() - voiced[-1].audio.size <= self._drop_past:
+                return
+            ahead = voiced[:-1]
+            victim = next((q for q in ahead if q is not self._current), ahead[0])
             self._cut_short(victim)
             self.dropped += 1
             if self._on_dropped is not None:
                 self._on_dropped(victim.utterance_id)
+
+    @property
+    def wait_seconds(self) -> float:
+        """How long the newest utterance with audio waits to start, at normal speed."""
+        voiced = [q for q in self._queue if q.audio.size and q.utterance_id in self._by_id]
+        newest = voiced[-1].audio.size if voiced else 0
+        return (self._queued_samples() - newest) / MIX_RATE
 
     def _cut_short(self, queued: _Queued) -> None:
         """Removes an utterance; one being heard ends with a one-frame fade instead of a click."""

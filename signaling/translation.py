@@ -17,7 +17,7 @@ from ai.tts import KokoroSettings, KokoroTTS
 from ai.voiceprint import PyannoteEmbedder
 from ai.warmup import warm_up
 from signaling.languages import LanguageInfo
-from signaling.live import LiveTranslation
+from signaling.live import Embed, LiveTranslation
 from signaling.metrics import Metrics
 from signaling.web import SIGNALING
 
@@ -57,17 +57,8 @@ def mount_translation(
         seamless_spoken=loaded.translator.speech_languages,
     )
     add_rest_routes(app, engines)
-    signaling = app[SIGNALING]
-    signaling.languages = lambda: [LanguageInfo(**info) for info in engines.languages()]
-    metrics = Metrics()
-    pipeline = PipelineEngines(loaded.translator, loaded.tts)
+    app[SIGNALING].languages = lambda: [LanguageInfo(**info) for info in engines.languages()]
     embed = loaded.embedder.embed_async if loaded.embedder is not None else None
-    live = LiveTranslation(pipeline, embed=embed, metrics=metrics)
-    live.register_messages(signaling.messages)
-    signaling.rooms.add_observer(live)
-    metrics.sample_with(lambda: _sample_rooms(app, metrics))
-    app.router.add_get("/metrics", metrics.handle)
-    lag: list[asyncio.Task[None]] = []
 
     async def start(app: web.Application) -> None:
         if warm:
@@ -75,13 +66,8 @@ def mount_translation(
                 embedder=loaded.embedder, translator=loaded.translator, tts=loaded.tts
             )
             log.info("engines warmed up: %s", {k: round(v, 2) for k, v in took.items()})
-        lag.append(asyncio.create_task(metrics.watch_loop_lag()))
 
     async def stop(app: web.Application) -> None:
-        for task in lag:
-            task.cancel()
-        await live.close()
-        await pipeline.close()
         if not owns_engines:
             return
         loaded.translator.close()
@@ -91,6 +77,37 @@ def mount_translation(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    return mount_live(app, PipelineEngines(loaded.translator, loaded.tts), embed)
+
+
+def mount_live(
+    app: web.Application, pipeline: PipelineEngines, embed: Embed | None
+) -> LiveTranslation:
+    """Live translation in the app's rooms through `pipeline`, and `/metrics`.
+
+    `embed` gives voiceprints; None names each speaker after their connection.
+    """
+    signaling = app[SIGNALING]
+    metrics = Metrics()
+    live = LiveTranslation(pipeline, embed=embed, metrics=metrics)
+    live.register_messages(signaling.messages)
+    signaling.rooms.add_observer(live)
+    metrics.sample_with(lambda: _sample_rooms(app, metrics))
+    app.router.add_get("/metrics", metrics.handle)
+    lag: list[asyncio.Task[None]] = []
+
+    async def start(app: web.Application) -> None:
+        lag.append(asyncio.create_task(metrics.watch_loop_lag()))
+
+    async def stop(app: web.Application) -> None:
+        for task in lag:
+            task.cancel()
+        await live.close()
+        await pipeline.close()
+
+    app.on_startup.append(start)
+    # Before the engines' own cleanup: rooms stop feeding them first.
+    app.on_cleanup.insert(0, stop)
     return live
 
 

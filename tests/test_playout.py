@@ -144,12 +144,12 @@ def test_a_backlog_speeds_playback_up_to_at_most_1_25x_keeping_pitch_without_cli
     assert np.max(np.abs(np.diff(played))) < 1.2 * steepest_slope
 
 
-def test_past_six_seconds_the_oldest_utterances_are_dropped_and_reported() -> None:
+def test_past_six_seconds_of_waiting_the_oldest_utterances_are_dropped_and_reported() -> None:
     dropped: list[str] = []
     playout = TranslationPlayout("spa", on_dropped=dropped.append)
     for key, (utterance_id, origin) in enumerate([("u1", "a"), ("u2", "b"), ("u3", "c")]):
         playout.reserve(utterance_id, origin, float(key))
-        playout.feed(utterance_id, tone(2.5))
+        playout.feed(utterance_id, tone(3.5))
         playout.finish(utterance_id)
 
     frame = playout.pull()
@@ -173,7 +173,7 @@ def test_latency_stays_bounded_however_much_audio_arrives() -> None:
         playout.finish(f"u{key}")
         for _ in range(10):
             playout.pull()
-            assert playout.queued_seconds <= 6.0
+            assert playout.wait_seconds <= 6.0
     assert playout.dropped > 0
 
 
@@ -217,6 +217,18 @@ def test_bad_input_is_refused_clearly() -> None:
         playout.feed("u", np.zeros((2, 960), dtype=np.float32))
     playout.feed("never-reserved", level(FRAME_SAMPLES, 0.1))
     assert len(playout) == 1
+
+
+def test_two_long_translations_that_arrive_together_are_both_heard() -> None:
+    playout = TranslationPlayout("spa")
+    for key, origin in enumerate(["a", "b"]):
+        playout.reserve(origin, origin, float(key))
+        playout.feed(origin, tone(5.0))
+        playout.finish(origin)
+    origins = [frame.origin for frame in drain(playout)]
+    assert playout.dropped == 0
+    switch = origins.index("b")
+    assert set(origins[:switch]) == {"a"} and set(origins[switch:]) == {"b"}
 
 
 def test_a_lone_long_translation_is_sped_up_not_dropped() -> None:
