@@ -214,6 +214,13 @@ class LiveTranslation(RoomObserver):
             if awaiting.utterance.source_id == participant.id:
                 del live.awaiting[uid]
         self._spawn(live, live.pipeline.cancel_source(participant.id))
+        # Speakers heard only on this device go with it; one who also spoke elsewhere stays.
+        gone = live.registry.forget_connection(participant.id)
+        for speaker_id in [*gone, participant.id]:
+            live.casting.forget(speaker_id)
+            live.voices.pop(speaker_id, None)
+        if gone:
+            self._send_speakers(live)
 
     # -- per participant ----------------------------------------------------------------
     async def _feed(

@@ -104,6 +104,9 @@ async def test_english_speech_is_heard_translated_in_spanish_and_original_in_eng
     assert aligned_correlation(english_speech.audio, carol.recorder.audio(starts[carol])) > 0.7
     assert np.max(np.abs(alice.recorder.audio(starts[alice]))) < 1e-3
 
+    await alice.close()  # the voices heard only on her device go with her
+    await next_message(bruno, lambda m: m["type"] == "speakers" and m["speakers"] == [])
+
 
 async def test_two_speakers_at_once_reach_each_listener_in_order_never_overlapping(
     scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
@@ -245,6 +248,41 @@ async def test_a_translator_failure_marks_that_caption_and_the_room_goes_on(
         metrics = await (await session.get(server.make_url("/metrics"))).text()
     assert 'babblefish_utterances_total{outcome="failed"} 1.0' in metrics
     assert 'babblefish_utterances_total{outcome="translated"} 1.0' in metrics
+
+
+async def test_a_speaker_who_leaves_mid_utterance_leaves_nothing_behind(
+    scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
+) -> None:
+    translator = ScriptedTranslator(hold=asyncio.Event())
+    server, live = await scripted_server(translator)
+    alice, bruno = [await peer_factory(server) for _ in range(2)]
+    speech = compose([0.3, "I have to go now.", 1.0], rate=MIX_RATE)
+    await alice.join("exit", "Alice", "eng")
+    await bruno.join("exit", "Bruno", "spa")
+    await alice.connect(speech.audio)
+    await bruno.connect()
+    await everyone_connected(alice, bruno)
+    alice.mic.play()
+    await translator.wait_for(1)  # her utterance is in the translator now
+    room = live.rooms["exit"]
+    assert room.pipeline.in_flight == 1 and room.awaiting
+
+    await alice.close()
+    def only_bruno_left(message: Message) -> bool:
+        roster = message.get("participants", [])
+        return message["type"] == "participants" and [p["id"] for p in roster] == [bruno.id]
+
+    await next_message(bruno, only_bruno_left)
+    translator.hold.set()  # the model answers after she left
+    await asyncio.gather(*room.chores)
+    assert room.pipeline.in_flight == 0 and not room.awaiting
+    assert list(room.feeders) == [bruno.id]
+    assert not any(len(playout) for playout in room.playouts.values())
+    names = {task.get_name() for task in asyncio.all_tasks()}
+    assert f"vad-{alice.id}" not in names and not any(n.startswith("pipeline ") for n in names)
+    await bruno.send({"type": "no_such_message"})
+    while (message := await bruno.receive())["type"] != "error":
+        assert message["type"] != "caption", "a result of hers reached Bruno after she left"
 
 
 async def test_set_mix_and_rename_speaker_are_validated(
