@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Protocol
 
 from ai.engines import SpeechSynthesizer, Translator
 from ai.stages import (
+    SEAMLESS_SPOKEN,
     IdentifySpeaker,
     SpeakerIdentifier,
     SpeakTranslation,
@@ -80,12 +81,15 @@ class PipelineEngines:
         max_pending: int = 64,
         voiceprint_slots: int = 2,
         speech_slots: int = 2,
+        seamless_spoken: Collection[str] = SEAMLESS_SPOKEN,
     ) -> None:
         self.identify = IdentifySpeaker(voiceprint_slots)
         self.translate = TranslateSpeech(
             translator, window=batch_window, max_batch=max_batch, max_pending=max_pending
         )
-        self.speak = SpeakTranslation(synthesizer, translator, slots=speech_slots)
+        self.speak = SpeakTranslation(
+            synthesizer, translator, slots=speech_slots, seamless_spoken=seamless_spoken
+        )
 
     async def close(self) -> None:
         await self.translate.close()

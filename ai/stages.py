@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from ai.batcher import MicroBatcher
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 SpeechRequest = tuple[Audio, str | None, Sequence[str]]
 """One item of `Translator.translate_speech`: (16 kHz audio, declared language, targets)."""
+
+SEAMLESS_SPOKEN = frozenset(code for code, lang in LANGUAGES.items() if lang.seamless_speech_out)
+"""What SeamlessM4T v2's vocoder speaks; a loaded model may know fewer."""
 
 VoiceCaster = Callable[[str, str, Audio], str]
 """(speaker id, language, the speaker's 16 kHz audio) -> the synthesizer voice to use."""
@@ -109,14 +112,15 @@ class SpeakTranslation:
         translator: Translator,
         *,
         slots: int = 2,
+        seamless_spoken: Collection[str] = SEAMLESS_SPOKEN,
     ) -> None:
         self._synthesizer = synthesizer
         self._translator = translator
         self._slots = asyncio.Semaphore(slots)
+        self._seamless_spoken = frozenset(seamless_spoken)
 
     def speaks(self, lang: str) -> bool:
-        known = LANGUAGES.get(lang)
-        return self._synthesizer.speaks(lang) or (known is not None and known.seamless_speech_out)
+        return self._synthesizer.speaks(lang) or lang in self._seamless_spoken
 
     async def __call__(
         self,

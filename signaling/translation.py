@@ -77,7 +77,10 @@ def mount_translation(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    return mount_live(app, PipelineEngines(loaded.translator, loaded.tts), embed)
+    pipeline = PipelineEngines(
+        loaded.translator, loaded.tts, seamless_spoken=loaded.translator.speech_languages
+    )
+    return mount_live(app, pipeline, embed)
 
 
 def mount_live(

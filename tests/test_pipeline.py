@@ -204,6 +204,19 @@ async def test_captions_then_speech_in_every_language_someone_hears(
         assert stage in utt.stamps
 
 
+async def test_only_languages_the_loaded_vocoder_has_are_voiced_by_it(
+    translator: Translator, synthesizer: Synthesizer
+) -> None:
+    engines = PipelineEngines(translator, synthesizer, seamless_spoken=frozenset())
+    room = Room(engines, {"eng", "deu"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
+    assert room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+    events = room.sink.of(utt)
+    assert ("caption", "deu", "[deu] said 16000", True) in events
+    assert not [e for e in events if e[0] == "speech"] and ("speech_end", "deu") in events
+
+
 async def test_targets_are_taken_at_dispatch_so_set_lang_applies_to_the_next_utterance(
     engines: PipelineEngines, translator: Translator
 ) -> None:
