@@ -57,6 +57,29 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def random_seamless(device_name: str, dtype_name: str) -> Any:
+    """SeamlessM4T v2-large from its default config with random weights, on `device_name`,
+    built straight in `dtype_name` as from_pretrained(dtype=...) loads ("int8": fp32, then
+    `ai.seamless.quantize_int8`). A `SeamlessM4Tv2Model`; bench/latency.py serves it too."""
+    from ai.torch_compat import ensure_torchaudio
+
+    ensure_torchaudio()
+    import torch
+    from transformers import SeamlessM4Tv2Config, SeamlessM4Tv2Model
+
+    from ai.seamless import quantize_int8
+
+    int8 = dtype_name == "int8"
+    torch.set_default_dtype(torch.float32 if int8 else getattr(torch, dtype_name))
+    try:
+        model = SeamlessM4Tv2Model(SeamlessM4Tv2Config()).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    if int8:
+        quantize_int8(model)
+    return model.to(torch.device(device_name))
+
+
 def seamless_worker(device_name: str, dtype_name: str, repeats: int) -> dict[str, Any]:
     from ai.torch_compat import ensure_torchaudio
 
@@ -67,25 +90,15 @@ def seamless_worker(device_name: str, dtype_name: str, repeats: int) -> dict[str
         GenerationConfig,
         GenerationMixin,
         SeamlessM4TFeatureExtractor,
-        SeamlessM4Tv2Config,
-        SeamlessM4Tv2Model,
     )
     from transformers.modeling_outputs import BaseModelOutput
-
-    from ai.seamless import quantize_int8
 
     device = torch.device(device_name)
     int8 = dtype_name == "int8"
     dtype = torch.float32 if int8 else getattr(torch, dtype_name)
     started = time.perf_counter()
-    # Built straight in the target dtype, as from_pretrained(dtype=...) loads.
-    torch.set_default_dtype(dtype)
-    config = SeamlessM4Tv2Config()
-    model = SeamlessM4Tv2Model(config).eval()
-    torch.set_default_dtype(torch.float32)
-    if int8:
-        quantize_int8(model)
-    model.to(device)
+    model = random_seamless(device_name, dtype_name)
+    config = model.config
     build_s = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
 
