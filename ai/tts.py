@@ -176,16 +176,36 @@ class KokoroTTS:
 
 
 def split_for_speech(text: str, max_chars: int = 200, first_chars: int = 60) -> list[str]:
-    """Sentences, with overlong ones (and a long first one) cut at clause marks.
+    """Sentences, with overlong ones (and a long first one) cut at clause marks, and a
+    clause still too long cut between words.
 
+    The first piece's length sets when the first audio comes, so a long run of words
+    without a comma is better cut mid-sentence than voiced whole.
     Pieces without a letter or digit are dropped: there is nothing to say.
     """
     sentences = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
     pieces: list[str] = []
     for i, sentence in enumerate(sentences):
         limit = first_chars if i == 0 else max_chars
-        pieces.extend(_clauses(sentence, limit) if len(sentence) > limit else [sentence])
+        if len(sentence) <= limit:
+            pieces.append(sentence)
+            continue
+        for clause in _clauses(sentence, limit):
+            pieces.extend(_words(clause, limit) if len(clause) > limit else [clause])
     return [p for p in pieces if _SPEAKABLE.search(p)]
+
+
+def _words(clause: str, limit: int) -> Iterator[str]:
+    """Greedy: join words while the piece stays within `limit` (unspaced text stays whole)."""
+    current = ""
+    for word in clause.split():
+        if current and len(current) + 1 + len(word) > limit:
+            yield current
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        yield current
 
 
 def _clauses(sentence: str, limit: int) -> Iterator[str]:

@@ -197,7 +197,7 @@ def test_a_speaker_without_clear_pitch_still_gets_an_unused_voice() -> None:
 # --- Text splitting and resampling ---------------------------------------------------------
 
 
-def test_text_is_cut_into_sentences_and_long_ones_into_clauses() -> None:
+def test_text_is_cut_into_sentences_and_long_ones_into_clauses_then_words() -> None:
     english = split_for_speech("Hi there. How are you? Fine!")
     assert english == ["Hi there.", "How are you?", "Fine!"]
     chinese = split_for_speech("你好。今天天气很好！我们走吧。")
@@ -207,6 +207,11 @@ def test_text_is_cut_into_sentences_and_long_ones_into_clauses() -> None:
         "When the meeting ends,", "we will walk to the station,", "and then take the train home."
     ]
     assert split_for_speech(" ... ?! ") == []
+    no_commas = "we will walk to the station and then take the train home before it gets dark"
+    assert split_for_speech(no_commas, first_chars=40) == [
+        "we will walk to the station and then", "take the train home before it gets dark"
+    ]
+    assert split_for_speech("茶" * 80, first_chars=40) == ["茶" * 80]
 
 
 def test_every_rate_is_brought_to_48k_without_moving_pitch() -> None:
