@@ -79,16 +79,15 @@ import aiohttp
 import av
 import numpy as np
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import RTCRtpReceiver
 
 from ai.vad import VadSettings
 from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
-from media.inbound import rms_dbfs, to_mono
+from media.inbound import rms_dbfs
 from media.opus import silence_packet
 from tests.fixtures.speech import Speech, compose
-from tests.fixtures.webrtc import GUARD_SECONDS, Recorder, SpeechTrack, TestPeer
+from tests.fixtures.webrtc import Recorder, SpeechTrack, TestPeer
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = ["127.0.0.1"]
@@ -469,16 +468,11 @@ class TimedRecorder(Recorder):
         self.armed, self.first_heard = True, None
         self.heard.clear()
 
-    async def _run(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                assert isinstance(frame, av.AudioFrame)
-                pcm = to_mono(frame)
-                if self.armed and self.first_heard is None and rms_dbfs(pcm) > HEARD_DBFS:
-                    self.first_heard = time.monotonic()
-                    self.heard.set()
-                self.samples += len(pcm)  # the audio itself is not kept
+    def take(self, pcm: np.ndarray) -> None:
+        if self.armed and self.first_heard is None and rms_dbfs(pcm) > HEARD_DBFS:
+            self.first_heard = time.monotonic()
+            self.heard.set()
+        self.samples += len(pcm)  # the audio itself is not kept
 
 
 class PacketWatch:
@@ -529,32 +523,6 @@ class BenchPeer(TestPeer):
         super().__init__(ws)
         self.mic: TimedSpeechTrack = TimedSpeechTrack()
         self.recorder: TimedRecorder = TimedRecorder()
-        self.receiver: RTCRtpReceiver | None = None
-
-    async def connect(self, audio: np.ndarray | None = None, microphone: bool = True) -> None:
-        """As `TestPeer.connect`, with the timed track and a handle on the RTP receiver;
-        without `microphone` the offer is recvonly (a listener)."""
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-
-        @pc.on("track")
-        def _on_track(track: MediaStreamTrack) -> None:
-            self.recorder.start(track)
-
-        @pc.on("connectionstatechange")
-        def _on_state() -> None:
-            if pc.connectionState == "connected":
-                self.connected.set()
-
-        if microphone:
-            self.receiver = pc.addTransceiver(self.mic, direction="sendrecv").receiver
-        else:
-            self.receiver = pc.addTransceiver("audio", direction="recvonly").receiver
-        await pc.setLocalDescription(await pc.createOffer())
-        await self.send({"type": "offer", "sdp": pc.localDescription.sdp})
-        answer = await self.expect("answer")
-        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        async with asyncio.timeout(GUARD_SECONDS):
-            await self.connected.wait()
 
 
 @dataclasses.dataclass
