@@ -80,7 +80,7 @@ class PipelineEngines:
         max_batch: int = 8,
         max_pending: int = 64,
         voiceprint_slots: int = 2,
-        speech_slots: int = 2,
+        speech_slots: int = 8,
         seamless_spoken: Collection[str] = SEAMLESS_SPOKEN,
     ) -> None:
         self.identify = IdentifySpeaker(voiceprint_slots)

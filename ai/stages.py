@@ -103,7 +103,9 @@ class SpeakTranslation:
     captions only (no chunk at all).
     Concurrency: at most `slots` syntheses at once across every room; the rest
     wait in FIFO order, so translations are voiced in the order they were
-    ready. Their number is bounded by the pipelines' in-flight bound.
+    ready. Their number is bounded by the pipelines' in-flight bound. Several
+    slots let the synthesizer see every waiting first sentence, which it
+    voices before the later sentences of others.
     """
 
     def __init__(
@@ -111,7 +113,7 @@ class SpeakTranslation:
         synthesizer: SpeechSynthesizer,
         translator: Translator,
         *,
-        slots: int = 2,
+        slots: int = 8,
         seamless_spoken: Collection[str] = SEAMLESS_SPOKEN,
     ) -> None:
         self._synthesizer = synthesizer

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncGenerator, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from kokoro_onnx.session import resolve_providers
 from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES, KokoroLanguage
 from ai.resample import SPEECH_RATE, to_speech_rate
 from ai.utterance import Audio
+from ai.worker import PriorityWorker
 
 __all__ = ["KOKORO_LANGUAGES", "KokoroSettings", "KokoroTTS", "split_for_speech"]
 
@@ -34,6 +35,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+|(?<=[，、；：])")
 _SPEAKABLE = re.compile(r"\w")
 _PITCH_MARKS = frozenset("_-^j")
+FIRST_PIECE, LATER_PIECE = 0, 1
+"""Worker priorities: every utterance's first piece is synthesized before later pieces."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,9 @@ class KokoroTTS:
     """A `SpeechSynthesizer`: one ONNX session, shared by every room.
 
     Synthesis runs on this engine's own worker thread, one sentence at a time
-    (ONNX Runtime parallelises inside each), so the event loop never blocks.
+    (ONNX Runtime parallelises inside each), so the event loop never blocks. Waiting
+    first pieces of any utterance go before later pieces, so one long translation does
+    not hold back the start of another room's.
     """
 
     def __init__(self, settings: KokoroSettings) -> None:
@@ -72,7 +77,7 @@ class KokoroTTS:
             str(settings.model), options, providers=resolve_providers()
         )
         self._kokoro = Kokoro.from_session(session, str(settings.voices))
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kokoro")
+        self._worker = PriorityWorker("kokoro")
         self._g2p: dict[str, Callable[[str], str]] = {}
         self.languages = self._available_languages()
 
@@ -100,7 +105,10 @@ class KokoroTTS:
             if i >= len(plan):
                 return None
             piece, pause = plan[i]
-            return self._executor.submit(self._speak, piece, lang, voice, pause)
+            # A first piece is awaited by a listener hearing nothing yet; a later one only
+            # has to be ready before the piece before it has played.
+            priority = FIRST_PIECE if i == 0 else LATER_PIECE
+            return self._worker.submit(priority, self._speak, piece, lang, voice, pause)
 
         ahead = start(0)
         try:
@@ -113,7 +121,7 @@ class KokoroTTS:
                 ahead.cancel()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._worker.shutdown()
 
     def _table(self, lang: str) -> KokoroLanguage:
         table = self.languages.get(lang)

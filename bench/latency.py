@@ -70,7 +70,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -82,6 +82,7 @@ from aiohttp import web
 from aiortc import RTCRtpReceiver
 
 from ai.vad import VadSettings
+from ai.worker import PriorityWorker
 from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
 from media.inbound import rms_dbfs
@@ -191,7 +192,7 @@ class Probe:
         embedder.embed = timed_embed
 
     def wrap_tts(self, tts: Any) -> None:
-        tts._executor = _TimedExecutor(tts._executor, self.kokoro)
+        tts._worker = _TimedWorker(tts._worker, self.kokoro)
 
     def wrap_live(self, live: Any) -> None:
         engines = live._engines
@@ -268,31 +269,31 @@ class Probe:
         self.translator_busy[:] = [b for b in self.translator_busy if b[1] > now - 60]
 
 
-class _TimedExecutor:
-    """Kokoro's one-thread executor, noting which utterance each piece is for and when it ran."""
+class _TimedWorker:
+    """Kokoro's one-thread worker, noting which utterance each piece is for and when it ran."""
 
     def __init__(
-        self, inner: Executor, log: list[tuple[str | None, float, float, float, int]]
+        self, inner: PriorityWorker, log: list[tuple[str | None, float, float, float, int]]
     ) -> None:
         self._inner = inner
         self._log = log
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         utterance = _SPEAKING.get()
         submitted = time.monotonic()
 
         def timed() -> Any:
             start = time.monotonic()
             try:
-                return fn(*args, **kwargs)
+                return fn(*args)
             finally:
                 chars = len(args[0]) if args and isinstance(args[0], str) else 0
                 self._log.append((utterance, submitted, start, time.monotonic(), chars))
 
-        return self._inner.submit(timed)
+        return self._inner.submit(priority, timed)
 
-    def shutdown(self, *args: Any, **kwargs: Any) -> None:
-        self._inner.shutdown(*args, **kwargs)
+    def shutdown(self) -> None:
+        self._inner.shutdown()
 
 
 class _TimedSpeak:
