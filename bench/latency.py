@@ -156,15 +156,7 @@ class Probe:
 
     # -- wrappers -------------------------------------------------------------------------
     def wrap_translator(self, translator: Any) -> None:
-        engine_call = translator.engine.translate_speech
         batch_call = translator.translate_speech
-
-        def timed_engine(jobs: Any) -> Any:
-            start = time.monotonic()
-            try:
-                return engine_call(jobs)
-            finally:
-                self.translator_busy.append((start, time.monotonic()))
 
         async def timed_batch(batch: Any, *args: Any, **kwargs: Any) -> Any:
             dispatch = time.monotonic()
@@ -176,20 +168,17 @@ class Probe:
                 }
             return result
 
-        translator.engine.translate_speech = timed_engine
+        translator.engine.translate_speech = _timed(
+            translator.engine.translate_speech,
+            lambda jobs, start, end: self.translator_busy.append((start, end)),
+        )
         translator.translate_speech = timed_batch
 
     def wrap_embedder(self, embedder: Any) -> None:
-        embed = embedder.embed
+        def note(audio: Any, start: float, end: float) -> None:
+            self.embeds[id(audio)] = (start, end)
 
-        def timed_embed(audio: Any) -> Any:
-            start = time.monotonic()
-            try:
-                return embed(audio)
-            finally:
-                self.embeds[id(audio)] = (start, time.monotonic())
-
-        embedder.embed = timed_embed
+        embedder.embed = _timed(embedder.embed, note)
 
     def wrap_tts(self, tts: Any) -> None:
         tts._worker = _TimedWorker(tts._worker, self.kokoro)
@@ -269,6 +258,19 @@ class Probe:
         self.translator_busy[:] = [b for b in self.translator_busy if b[1] > now - 60]
 
 
+def _timed(fn: Callable[..., Any], note: Callable[..., None]) -> Callable[..., Any]:
+    """`fn`, calling `note(first argument, start, end)` in monotonic time after each call."""
+
+    def timed(first: Any, *rest: Any) -> Any:
+        start = time.monotonic()
+        try:
+            return fn(first, *rest)
+        finally:
+            note(first, start, time.monotonic())
+
+    return timed
+
+
 class _TimedWorker:
     """Kokoro's one-thread worker, noting which utterance each piece is for and when it ran."""
 
@@ -282,15 +284,11 @@ class _TimedWorker:
         utterance = _SPEAKING.get()
         submitted = time.monotonic()
 
-        def timed() -> Any:
-            start = time.monotonic()
-            try:
-                return fn(*args)
-            finally:
-                chars = len(args[0]) if args and isinstance(args[0], str) else 0
-                self._log.append((utterance, submitted, start, time.monotonic(), chars))
+        def note(piece: Any, start: float, end: float) -> None:
+            chars = len(piece) if isinstance(piece, str) else 0
+            self._log.append((utterance, submitted, start, end, chars))
 
-        return self._inner.submit(priority, timed)
+        return self._inner.submit(priority, _timed(fn, note), *args)
 
     def shutdown(self) -> None:
         self._inner.shutdown()

@@ -102,12 +102,18 @@ async def run(
     return got
 
 
-async def test_same_language_voices_are_summed_sample_accurately_in_one_tick(
-    mixer: RoomMixer, encoders: list[RecordingEncoder]
-) -> None:
+def two_english_voices(mixer: RoomMixer) -> tuple[np.ndarray, np.ndarray]:
+    """Sources "a" and "b" each speak one frame of a tone; returns the two frames."""
     a, b = tone(440, 0.2), tone(660, 0.3)
     mixer.add_source("a", FrameSource([voice("a", "eng", a)]))
     mixer.add_source("b", FrameSource([voice("b", "eng", b)]))
+    return a, b
+
+
+async def test_same_language_voices_are_summed_sample_accurately_in_one_tick(
+    mixer: RoomMixer, encoders: list[RecordingEncoder]
+) -> None:
+    a, b = two_english_voices(mixer)
     room(mixer, ("c", "eng"))
     await mixer.tick()
     (encoder,) = encoders
@@ -154,9 +160,7 @@ async def test_silent_listeners_of_one_language_share_one_encode(
 async def test_a_speaking_listener_gets_their_own_minus_self_mix(
     mixer: RoomMixer, encoders: list[RecordingEncoder]
 ) -> None:
-    a, b = tone(440, 0.2), tone(660, 0.3)
-    mixer.add_source("a", FrameSource([voice("a", "eng", a)]))
-    mixer.add_source("b", FrameSource([voice("b", "eng", b)]))
+    a, b = two_english_voices(mixer)
     room(mixer, ("a", "eng"), ("b", "eng"), ("c", "eng"), ("d", "eng"))
     await mixer.tick()
     mixes = sorted((encoder.calls[0] for encoder in encoders), key=lambda pcm: float(np.std(pcm)))
