@@ -205,13 +205,8 @@ class TranslationPlayout:
         return 1.0 + (self._max_speed - 1.0) * min(max(over, 0.0), 1.0)
 
     def _bound_backlog(self) -> None:
-        while True:
-            voiced = [q for q in self._queue if q.audio.size and q.utterance_id in self._by_id]
-            if len(voiced) < 2:
-                return  # a lone translation delays no one, however long: it only speeds up
-            if self._queued_samples() - voiced[-1].audio.size <= self._drop_past:
-                return
-            ahead = voiced[:-1]
+        while self._wait_samples() > self._drop_past:
+            ahead = self._voiced()[:-1]  # never empty: with one voiced utterance the wait is 0
             victim = next((q for q in ahead if q is not self._current), ahead[0])
             self._cut_short(victim)
             self.dropped += 1
@@ -221,9 +216,17 @@ class TranslationPlayout:
     @property
     def wait_seconds(self) -> float:
         """How long the newest utterance with audio waits to start, at normal speed."""
-        voiced = [q for q in self._queue if q.audio.size and q.utterance_id in self._by_id]
-        newest = voiced[-1].audio.size if voiced else 0
-        return (self._queued_samples() - newest) / MIX_RATE
+        return self._wait_samples() / MIX_RATE
+
+    def _wait_samples(self) -> int:
+        """Audio queued ahead of the newest utterance with audio. A lone translation has
+        nothing ahead, so however long it is, it is only sped up, never dropped."""
+        voiced = self._voiced()
+        return self._queued_samples() - voiced[-1].audio.size if len(voiced) > 1 else 0
+
+    def _voiced(self) -> list[_Queued]:
+        """Utterances still to be heard that have audio, in playing order."""
+        return [q for q in self._queue if q.audio.size and q.utterance_id in self._by_id]
 
     def _cut_short(self, queued: _Queued) -> None:
         """Removes an utterance; one being heard ends with a one-frame fade instead of a click."""
