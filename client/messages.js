@@ -18,6 +18,7 @@
     too_large: 'This page sent the server a message that was too large, and was disconnected. Join again.',
     rate_limited: 'This page sent too many requests too quickly and was disconnected. Wait a moment, then join again.',
     unknown_speaker: 'That voice is no longer in this room\'s list, so it cannot be renamed.',
+    unknown_participant: 'That person has left the room, so they cannot be seated at your table.',
     ice_failed: 'The audio connection failed; a firewall may be blocking it. Join again, or ask whoever runs the server to set up a TURN server.',
   };
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -57,6 +57,12 @@ def original_voices(listener: Listener, frame: SourceFrame, active: Sequence[Sou
     return 0.0
 
 
+MixTap = Callable[[Mapping[str, Pcm | None], float], None]
+"""Told once per tick what each listener was sent (the limited mix, None for silence) and
+when (`time.monotonic()`): the reference an echo canceller needs. Runs on the loop; must
+not block."""
+
+
 MixKey = tuple[tuple[str, float], ...]
 """Which sources, at which gains: listeners with equal keys share one mix and one encode."""
 
@@ -85,16 +91,18 @@ class MixStats:
 def _mix_and_encode(
     jobs: Sequence[tuple[_EncodeStream, Sequence[tuple[Pcm, float]]]],
     encoder_factory: Callable[[], OpusEncoder],
-) -> list[bytes]:
-    payloads = []
+) -> list[tuple[bytes, Pcm]]:
+    """Each job's Opus payload and the limited mix it encodes."""
+    encoded = []
     for stream, parts in jobs:
         mix = np.zeros(FRAME_SAMPLES, np.float32)
         for pcm, gain in parts:
             mix += pcm if gain == 1.0 else pcm * np.float32(gain)
         if stream.encoder is None:
             stream.encoder = encoder_factory()
-        payloads.append(stream.encoder.encode(stream.limiter(mix)))
-    return payloads
+        limited = stream.limiter(mix)
+        encoded.append((stream.encoder.encode(limited), limited))
+    return encoded
 
 
 class RoomMixer:
@@ -125,6 +133,7 @@ class RoomMixer:
         encoder_factory: Callable[[], OpusEncoder] = OpusEncoder,
     ) -> None:
         self.policy = policy
+        self.tap: MixTap | None = None
         self.stats = MixStats()
         self._executor = executor
         self._encoder_factory = encoder_factory
@@ -184,6 +193,7 @@ class RoomMixer:
         """Mix and send one 20 ms frame to every listener."""
         tick = self._next_tick
         self._next_tick += 1
+        sent_at = time.monotonic()
         frames = self._pull()
         active = list(frames.values())
         groups: dict[MixKey, list[Listener]] = {}
@@ -198,18 +208,22 @@ class RoomMixer:
         ]
         if len(jobs) > INLINE_ENCODES:
             loop = asyncio.get_running_loop()
-            payloads = await loop.run_in_executor(
+            results = await loop.run_in_executor(
                 self._executor, _mix_and_encode, jobs, self._encoder_factory
             )
         else:
-            payloads = _mix_and_encode(jobs, self._encoder_factory)
-        encoded = dict(zip(audible, payloads, strict=True))
+            results = _mix_and_encode(jobs, self._encoder_factory)
+        encoded = dict(zip(audible, results, strict=True))
+        sent: dict[str, Pcm | None] = {}
         for key, members in groups.items():
-            payload = encoded.get(key, self._silence)
+            payload, mix = encoded.get(key, (self._silence, None))
             for listener in members:
                 # Members removed while the executor ran must not be fed again.
                 if listener.id in self._listeners:
                     listener.track.push(payload, (tick - listener.first_tick) * FRAME_SAMPLES)
+                    sent[listener.id] = mix
+        if self.tap is not None:
+            self.tap(sent, sent_at)
         self._expire_streams(set(audible))
         self.stats.ticks += 1
         self.stats.encoded_frames += len(jobs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import av
@@ -263,6 +264,21 @@ async def test_translated_mix_in_a_mixer_one_encode_per_distinct_mix(
     )
     mixer.remove_source("translation:spa")
     assert "translation:spa" not in mixer.sources
+
+
+async def test_the_tap_is_told_what_each_listener_was_sent_and_when(
+    mixer: RoomMixer, encoders: list[RecordingEncoder]
+) -> None:
+    a, b = two_english_voices(mixer)
+    room(mixer, ("a", "eng"), ("c", "eng"), ("d", "spa"))
+    told: list[tuple[dict[str, Pcm | None], float]] = []
+    mixer.tap = lambda sent, at: told.append((dict(sent), at))
+    await mixer.tick()
+    ((sent, at),) = told
+    assert set(sent) == {"a", "c", "d"} and sent["d"] is None  # d heard silence
+    np.testing.assert_array_equal(sent["a"], encoders[0].calls[0])  # b alone, as encoded
+    np.testing.assert_array_equal(sent["c"], encoders[1].calls[0])  # a + b, as encoded
+    assert at <= time.monotonic()
 
 
 async def test_tracks_get_monotonic_timestamps_from_their_first_tick(mixer: RoomMixer) -> None:
