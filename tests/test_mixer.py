@@ -269,7 +269,7 @@ async def test_translated_mix_in_a_mixer_one_encode_per_distinct_mix(
 async def test_the_tap_is_told_what_each_listener_was_sent_and_when(
     mixer: RoomMixer, encoders: list[RecordingEncoder]
 ) -> None:
-    a, b = two_english_voices(mixer)
+    two_english_voices(mixer)
     room(mixer, ("a", "eng"), ("c", "eng"), ("d", "spa"))
     told: list[tuple[dict[str, Pcm | None], float]] = []
     mixer.tap = lambda sent, at: told.append((dict(sent), at))
