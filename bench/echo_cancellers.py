@@ -73,6 +73,7 @@ def scene() -> tuple[Pcm, Pcm, Pcm, Pcm]:
 
 
 def run(canceller: Canceller, mic: Pcm, played: Pcm) -> tuple[Pcm, float]:
+    played = np.pad(played, (0, max(len(mic) - len(played), 0)))
     out = np.zeros_like(mic)
     spent = 0.0
     for start in range(0, len(mic) - FRAME + 1, FRAME):

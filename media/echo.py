@@ -3,8 +3,9 @@
 The server knows what it sent to every phone. Correlating a microphone with what another
 phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
 (network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
-hysteresis of the grouping keeps the link steady. Every linked loudspeaker gets its own
-canceller on that microphone, with the played audio lined up `LEAD` ahead of its echo.
+hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
+reference is the sum of what every linked loudspeaker played, each lined up `LEAD` ahead
+of its own echo, so the canceller's cost does not grow with the loudspeakers around.
 
 CHOICE OF CANCELLER (bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room, RT60 0.4 s,
 a neighbour's loudspeaker 1.2 m away playing Spanish, then the owner talking over it):
@@ -14,7 +15,7 @@ see ECHO_FIGURES below; the reasons are in `media.echo_cancellers`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,44 +62,49 @@ class Loudspeaker:
 
 @dataclass
 class EchoPath:
-    """One loudspeaker as heard by one microphone."""
+    """One loudspeaker as heard by one microphone: echo delays 0 to 1 s are searched as
+    lags of ±0.5 s around 0.5 s."""
 
-    evidence: Evidence = field(default_factory=Evidence)
-    canceller: Canceller | None = None
+    evidence: Evidence
 
     @property
     def delay(self) -> int | None:
         """Samples from a sound's place in the played timeline to its echo in the mic's."""
-        return self.evidence.lag if self.evidence.linked else None
+        lag = self.evidence.lag if self.evidence.linked else None
+        return None if lag is None else lag + self.evidence.max_lag
 
 
 class MicEcho:
-    """The cancellers of one microphone, one per loudspeaker it hears."""
+    """One microphone's canceller, fed every loudspeaker it hears, each lined up."""
 
-    def __init__(self, make_canceller: Callable[[], Canceller]) -> None:
+    def __init__(self, make_canceller: Callable[[], Canceller], max_lag: int) -> None:
         self.paths: dict[str, EchoPath] = {}
+        self._max_lag = max_lag
         self._make = make_canceller
+        self._canceller: Canceller | None = None
 
     def path(self, speaker: str) -> EchoPath:
-        return self.paths.setdefault(speaker, EchoPath())
+        return self.paths.setdefault(speaker, EchoPath(Evidence(self._max_lag)))
 
     def forget(self, speaker: str) -> None:
         self.paths.pop(speaker, None)
 
     def clean(self, start: int, frame: Pcm, speakers: dict[str, Loudspeaker]) -> Pcm:
-        """The frame at `start` with the echo of every linked loudspeaker taken out."""
-        out = frame
+        """The frame at `start` with the echo of every linked loudspeaker taken out; the
+        frame itself while none is linked."""
+        reference: Pcm | None = None
         for speaker, path in self.paths.items():
             delay = path.delay
             loudspeaker = speakers.get(speaker)
             if delay is None or loudspeaker is None:
-                path.canceller = None
                 continue
-            if path.canceller is None:
-                path.canceller = self._make()
-            reference = loudspeaker.played.read(start - delay + LEAD, FRAME)
-            out = path.canceller.process(out, reference)
-        return out
+            played = loudspeaker.played.read(start - delay + LEAD, FRAME)
+            reference = played if reference is None else reference + played
+        if reference is None:
+            return frame
+        if self._canceller is None:
+            self._canceller = self._make()
+        return self._canceller.process(frame, reference)
 
 
 def echo_dominated(before: Pcm, after: Pcm) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from media.automix import ACTIVE_DB, AutoMixer, MicLevel, Peer, frame_db
-from media.correlation import Match, Window, match
+from media.correlation import Window, match
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
 from media.frames import Pcm
@@ -86,7 +86,7 @@ class AcousticTables:
         self.stats = TableStats()
         self._make_canceller = make_canceller
         self._people: dict[str, _Participant] = {}
-        self._grouping = Grouping()
+        self._grouping = Grouping(MAX_LAG)
         self._mixer = AutoMixer()
         self._next_analysis: int | None = None
         self._groups: list[frozenset[str]] = []
@@ -97,7 +97,7 @@ class AcousticTables:
         if pid in self._people:
             raise ValueError(f"{pid} is already at this room's tables")
         self._people[pid] = _Participant(
-            echo=MicEcho(self._make_canceller), level=self._mixer.level(pid)
+            echo=MicEcho(self._make_canceller, MAX_LAG), level=self._mixer.level(pid)
         )
         self._grouping.add(pid)
 
@@ -287,7 +287,8 @@ class AcousticTables:
         for i, a in enumerate(pids):
             for b in pids[i + 1 :]:
                 if sounding[a] or sounding[b]:
-                    self._grouping.observe(a, b, match(heard[a], heard[b]))
+                    found = match(heard[a], heard[b])
+                    self._grouping.observe(a, b, found, against=sounding[a] != sounding[b])
         # A played window starts MAX_LAG before the mics' widened windows, so echoes
         # 0 to 2 * MAX_LAG late fall within them.
         for speaker_pid, speaker in self._people.items():
@@ -299,9 +300,7 @@ class AcousticTables:
                 if mic_pid == speaker_pid:
                     continue
                 assert person.echo is not None
-                found = match(reference, raw[mic_pid])
-                echo = Match(found.lag + MAX_LAG, found.clarity)
-                person.echo.path(speaker_pid).evidence.observe(echo)
+                person.echo.path(speaker_pid).evidence.observe(match(reference, raw[mic_pid]))
         self.stats.echo_paths = sum(
             1 for p in self._people.values() if p.echo is not None
             for path in p.echo.paths.values() if path.delay is not None
