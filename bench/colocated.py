@@ -7,8 +7,9 @@ Phones sit along a table in a 6 x 4 x 3 m room (RT60 0.4 s), each with its owner
 uplinks of 40-160 ms and playout delays of 100-200 ms. One warm-up sentence lets the
 table group. Then every owner speaks one sentence in turn; 1 s after each sentence, the
 server sends every other phone a translation (Spanish or French, espeak-ng), which its
-loudspeaker plays into the room; the next owner starts halfway through that playback
-(double talk). Last, the two owners at opposite ends speak at once.
+loudspeaker plays into the room; the next owner starts 0.5 s after that playback ends
+(turn-taking), or, in the second set of columns, halfway through it (talking over the
+neighbours' loudspeakers). Last, the two owners at opposite ends speak at once.
 
 Figures (targets 0 / 0 / 0 / 0 and at most 5 % of one core per participant):
 - duplicate utterances per sentence: utterances beyond the one from the talker's phone;
@@ -46,7 +47,7 @@ TRANSLATIONS = {
 PIPELINE_DELAY = 1.0
 
 
-def run(phones: int) -> dict[str, float]:
+def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, float | str]:
     room = table_of(phones)
     names = list(room.phones)
     links = {p: Link(uplink=2 + (3 * i) % 7, playout=5 + (2 * i) % 6,
@@ -76,7 +77,7 @@ def run(phones: int) -> dict[str, float]:
                 clip = translation[languages[listener]]
                 played[listener].append((sent_at, clip))
                 longest = max(longest, len(clip) / RATE)
-        t = sent_at + longest / 2
+        t = sent_at + (longest / 2 if over_playback else longest + 0.5)
     t += 3.0
     far = max(names[1:], key=lambda p: np.hypot(
         *np.subtract(room.phones[p].mic[:2], room.phones[names[0]].mic[:2])))
@@ -88,6 +89,14 @@ def run(phones: int) -> dict[str, float]:
             {p: _lay(parts, total) for p, parts in played.items()}, seconds=total)
     sim.finish()
 
+    if verbose:
+        for who, start, end in sentences:
+            print(f"said  {who} {start:6.2f}-{end:6.2f}")
+        for pid, parts in played.items():
+            for at, audio in parts:
+                print(f"sent  {pid} {at:6.2f}-{at + len(audio) / RATE:6.2f}")
+        for h in sim.heard:
+            print(f"heard {h.pid} {h.start:6.2f}-{h.end:6.2f}")
     scored = sentences[1:]
     duplicates = wrong = missed = 0
     for k, (who, start, end) in enumerate(scored):
@@ -104,6 +113,7 @@ def run(phones: int) -> dict[str, float]:
                if not any(h.start < e and h.end > s for _, s, e in sentences)]
     return {
         "phones": phones,
+        "next talker starts": "mid-playback" if over_playback else "after it",
         "sentences": len(scored),
         "duplicates per sentence": duplicates / len(scored),
         "wrongly credited": wrong,
@@ -133,16 +143,17 @@ def _covering(heard: list[Heard], start: float, end: float) -> list[Heard]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phones", type=int, nargs="*", default=[3, 6])
+    parser.add_argument("--verbose", action="store_true", help="list what was said and heard")
     args = parser.parse_args()
-    rows = [run(n) for n in args.phones]
+    rows = [run(n, over, args.verbose) for over in (False, True) for n in args.phones]
     keys = list(rows[0])
     width = max(len(k) for k in keys)
     for key in keys:
-        cells = "".join(f"{_fmt(row[key]):>10}" for row in rows)
+        cells = "".join(f"{_fmt(row[key]):>14}" for row in rows)
         print(f"{key:<{width}} {cells}")
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | str) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 

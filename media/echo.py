@@ -4,8 +4,10 @@ The server knows what it sent to every phone. Correlating a microphone with what
 phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
 (network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
 hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
-reference is the sum of what every linked loudspeaker played, each lined up `LEAD` ahead
+reference is the sum of what every loudspeaker it hears played, each lined up `LEAD` ahead
 of its own echo, so the canceller's cost does not grow with the loudspeakers around.
+Loudspeakers of the same table are included before their echo has been measured, at
+`NOMINAL_DELAY`, because measuring takes a couple of seconds of playback.
 
 CHOICE OF CANCELLER (bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room, RT60 0.4 s,
 a neighbour's loudspeaker 1.2 m away playing Spanish, then the owner talking over it):
@@ -27,8 +29,17 @@ from media.resample import Decimator
 from media.timeline import FRAME, RATE, Timeline
 
 LEAD = RATE * 10 // 1000
-"""The canceller's reference runs 10 ms ahead of its echo, so the filter is causal even
-when the measured delay is a little long."""
+MAX_LEAD = RATE * 350 // 1000
+TARGET_LEAD = RATE * 100 // 1000
+"""The canceller's reference runs 10 to 350 ms ahead of its echo (AEC3 finds the rest of
+the delay itself); once re-aligned, 100 ms ahead, so drift either way is covered."""
+
+NOMINAL_DELAY = RATE * 50 // 1000
+"""Echo delay assumed for a loudspeaker at the table before its own has been measured:
+the shortest a real one takes. AEC3's own delay estimator finds echoes that come up to
+about 450 ms later than the reference (bench/echo_cancellers.py --lead), which covers
+the usual 100-500 ms of network, playout buffer and air, so a phone's first translation
+is cancelled from its first second."""
 
 PLAYED_ACTIVE_DBFS = -50.0
 """Played audio louder than this counts as the loudspeaker sounding."""
@@ -66,12 +77,29 @@ class EchoPath:
     lags of ±0.5 s around 0.5 s."""
 
     evidence: Evidence
+    shift: int | None = None
+    """Samples back from a microphone frame at which the reference is read."""
 
     @property
     def delay(self) -> int | None:
         """Samples from a sound's place in the played timeline to its echo in the mic's."""
         lag = self.evidence.lag if self.evidence.linked else None
         return None if lag is None else lag + self.evidence.max_lag
+
+    def align(self, nearby: bool) -> int | None:
+        """How far back to read the played audio for this microphone's frame, or None
+        when the loudspeaker is not heard. Moving the reference makes the canceller look
+        for the echo afresh, so it moves only when the echo falls outside the lead the
+        canceller covers."""
+        measured = self.delay
+        if measured is None:
+            if not nearby:
+                self.shift = None
+            elif self.shift is None:
+                self.shift = NOMINAL_DELAY
+        elif self.shift is None or not LEAD <= measured - self.shift <= MAX_LEAD:
+            self.shift = max(measured - TARGET_LEAD, 0)
+        return self.shift
 
 
 class MicEcho:
@@ -89,16 +117,20 @@ class MicEcho:
     def forget(self, speaker: str) -> None:
         self.paths.pop(speaker, None)
 
-    def clean(self, start: int, frame: Pcm, speakers: dict[str, Loudspeaker]) -> Pcm:
-        """The frame at `start` with the echo of every linked loudspeaker taken out; the
-        frame itself while none is linked."""
+    def clean(
+        self, start: int, frame: Pcm, speakers: dict[str, Loudspeaker], nearby: frozenset[str]
+    ) -> Pcm:
+        """The frame at `start` with the echo taken out of every loudspeaker that is
+        linked or `nearby` (at the same table); the frame itself while there is none."""
         reference: Pcm | None = None
-        for speaker, path in self.paths.items():
-            delay = path.delay
-            loudspeaker = speakers.get(speaker)
-            if delay is None or loudspeaker is None:
+        for speaker, loudspeaker in speakers.items():
+            if speaker not in nearby and speaker not in self.paths:
                 continue
-            played = loudspeaker.played.read(start - delay + LEAD, FRAME)
+            path = self.path(speaker)
+            shift = path.align(nearby=speaker in nearby)
+            if shift is None:
+                continue
+            played = loudspeaker.played.read(start - shift, FRAME)
             reference = played if reference is None else reference + played
         if reference is None:
             return frame

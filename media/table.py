@@ -146,21 +146,22 @@ class AcousticTables:
         person.pending.append((start, chunk))
         if person.next_echo is None or start > person.next_echo + STALLED:
             person.next_echo = person.next_mix = start
-        self._cancel_echo(person)
+        self._cancel_echo(pid, person)
         self._analyse_if_due()
         self._gate_crosstalk(pid, person)
         return self._release(person)
 
     # steps
 
-    def _cancel_echo(self, person: _Participant) -> None:
+    def _cancel_echo(self, pid: str, person: _Participant) -> None:
         assert person.echo is not None and person.next_echo is not None
         assert person.raw.end is not None
-        speakers = {pid: p.speaker for pid, p in self._people.items() if p is not person}
+        speakers = {other: p.speaker for other, p in self._people.items() if other != pid}
+        nearby = next((g for g in self._groups if pid in g), frozenset())
         while person.next_echo + FRAME <= person.raw.end:
             at = person.next_echo
             frame = person.raw.read(at, FRAME)
-            cleaned = person.echo.clean(at, frame, speakers)
+            cleaned = person.echo.clean(at, frame, speakers, nearby)
             if cleaned is not frame and echo_dominated(frame, cleaned):
                 self.stats.echo_suppressed_seconds += FRAME / RATE
             person.clean.write(at, cleaned)
