@@ -4,8 +4,9 @@ The server knows what it sent to every phone. Correlating a microphone with what
 phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
 (network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
 hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
-reference is the sum of what every loudspeaker it hears played, each lined up `LEAD` ahead
-of its own echo, so the canceller's cost does not grow with the loudspeakers around.
+reference is the sum of what every loudspeaker it hears played, each lined up the same
+`TARGET_LEAD` ahead of its own echo, so the canceller's cost does not grow with the
+loudspeakers around.
 Loudspeakers of the same table are included before their echo has been measured, at
 `NOMINAL_DELAY`, because measuring takes a couple of seconds of playback.
 
@@ -28,11 +29,12 @@ from media.grouping import Evidence
 from media.resample import Decimator
 from media.timeline import FRAME, RATE, Timeline
 
-LEAD = RATE * 10 // 1000
 MAX_LEAD = RATE * 350 // 1000
 TARGET_LEAD = RATE * 100 // 1000
-"""The canceller's reference runs 10 to 350 ms ahead of its echo (AEC3 finds the rest of
-the delay itself); once re-aligned, 100 ms ahead, so drift either way is covered."""
+REALIGN = RATE * 30 // 1000
+"""A measured loudspeaker is read 100 ms ahead of its echo, and moved when it drifts by
+more than `REALIGN`; AEC3's own delay estimator finds the rest. An unmeasured one may be
+up to `MAX_LEAD` ahead."""
 
 NOMINAL_DELAY = RATE * 50 // 1000
 """Echo delay assumed for a loudspeaker at the table before its own has been measured:
@@ -40,6 +42,16 @@ the shortest a real one takes. AEC3's own delay estimator finds echoes that come
 about 450 ms later than the reference (bench/echo_cancellers.py --lead), which covers
 the usual 100-500 ms of network, playout buffer and air, so a phone's first translation
 is cancelled from its first second."""
+
+WARM_UP_FRAMES = 100
+SETTLE_FRAMES = 75
+"""AEC3 leaves echo through for about its first second of playback, for a while after a
+reference is moved, and for a loudspeaker not yet measured (lined up at `NOMINAL_DELAY`,
+off the others' common lead): seen on the simulated table. So a microphone's frames are
+muted during its canceller's first 2 s of playback, 1.5 s of playback after a move, and
+while a loudspeaker of its table that has not been measured yet plays: about the first
+2-3 s of each neighbour's first translation. Someone speaking over exactly those seconds
+loses them; after that, double talk passes."""
 
 PLAYED_ACTIVE_DBFS = -50.0
 """Played audio louder than this counts as the loudspeaker sounding."""
@@ -88,18 +100,22 @@ class EchoPath:
 
     def align(self, nearby: bool) -> int | None:
         """How far back to read the played audio for this microphone's frame, or None
-        when the loudspeaker is not heard. Moving the reference makes the canceller look
-        for the echo afresh, so it moves only when the echo falls outside the lead the
-        canceller covers."""
+        when the loudspeaker is not heard. All loudspeakers of one microphone share one
+        canceller with one delay estimate, so each is lined up `TARGET_LEAD` ahead of its
+        own echo once measured; small drift is left to the canceller."""
         measured = self.delay
         if measured is None:
             if not nearby:
                 self.shift = None
             elif self.shift is None:
                 self.shift = NOMINAL_DELAY
-        elif self.shift is None or not LEAD <= measured - self.shift <= MAX_LEAD:
+        elif self.shift is None or abs(measured - self.shift - TARGET_LEAD) > REALIGN:
             self.shift = max(measured - TARGET_LEAD, 0)
         return self.shift
+
+    @property
+    def measured(self) -> bool:
+        return self.delay is not None
 
 
 class MicEcho:
@@ -110,6 +126,10 @@ class MicEcho:
         self._max_lag = max_lag
         self._make = make_canceller
         self._canceller: Canceller | None = None
+        self._settling = WARM_UP_FRAMES
+        """Frames of playback still to be muted while the canceller converges."""
+        self.muted = False
+        """Whether the last frame cleaned fell in the warm-up and should be muted."""
 
     def path(self, speaker: str) -> EchoPath:
         return self.paths.setdefault(speaker, EchoPath(Evidence(self._max_lag)))
@@ -123,20 +143,34 @@ class MicEcho:
         """The frame at `start` with the echo taken out of every loudspeaker that is
         linked or `nearby` (at the same table); the frame itself while there is none."""
         reference: Pcm | None = None
+        unmeasured_playing = False
         for speaker, loudspeaker in speakers.items():
             if speaker not in nearby and speaker not in self.paths:
                 continue
             path = self.path(speaker)
+            before = path.shift
             shift = path.align(nearby=speaker in nearby)
             if shift is None:
                 continue
+            if before is not None and shift != before:
+                # Moving a reference sends AEC3 looking for the delay afresh.
+                self._settling = max(self._settling, SETTLE_FRAMES)
             played = loudspeaker.played.read(start - shift, FRAME)
+            if not path.measured:
+                # Its echo in this frame may be of anything played up to MAX_LEAD earlier.
+                ahead = loudspeaker.played.read(start - shift - MAX_LEAD, MAX_LEAD + FRAME)
+                unmeasured_playing |= frame_db(ahead) >= PLAYED_ACTIVE_DBFS
             reference = played if reference is None else reference + played
         if reference is None:
             return frame
         if self._canceller is None:
             self._canceller = self._make()
-        return self._canceller.process(frame, reference)
+        cleaned = self._canceller.process(frame, reference)
+        playing = frame_db(reference) >= PLAYED_ACTIVE_DBFS
+        self.muted = unmeasured_playing or (playing and self._settling > 0)
+        if playing and self._settling > 0:
+            self._settling -= 1
+        return cleaned
 
 
 def echo_dominated(before: Pcm, after: Pcm) -> bool:

@@ -162,6 +162,9 @@ class AcousticTables:
             at = person.next_echo
             frame = person.raw.read(at, FRAME)
             cleaned = person.echo.clean(at, frame, speakers, nearby)
+            if person.echo.muted:
+                floor = max(person.level.floor_db, QUIETEST_FLOOR_DBFS)
+                cleaned = cleaned * np.float32(min(1.0, 10 ** ((floor - frame_db(cleaned)) / 20)))
             if cleaned is not frame and echo_dominated(frame, cleaned):
                 self.stats.echo_suppressed_seconds += FRAME / RATE
             person.clean.write(at, cleaned)
