@@ -727,12 +727,12 @@
     view.edit.focus();
   }
 
-  // The server's rule for names: 1-64 printable characters (plain spaces allowed, no
-  // other separators or control and format characters).
+  // The server's rule for names: 1-64 printable characters (plain spaces and the zero-width
+  // joiners of Persian or emoji allowed, no other separators or control and format characters).
   function finishRename(id, input) {
     const name = input.value.trim();
     const problem = !name ? 'Type a name.'
-      : /[\p{C}\p{Z}]/u.test(name.replaceAll(' ', '')) ? 'Use printable characters only.'
+      : /[\p{C}\p{Z}]/u.test(name.replace(/[ \u200c\u200d]/g, '')) ? 'Use printable characters only.'
         : [...name].length > 64 ? 'Use at most 64 characters.' : '';
     input.setCustomValidity(problem);
     if (problem) {

@@ -68,11 +68,25 @@ def text(
             raise ValueError(f"must be {min_length}-{max_length} characters long")
         if compiled is not None and not compiled.fullmatch(value):
             raise ValueError(f"must match {compiled.pattern}")
-        if printable and (not value.isprintable() or not value.strip()):
+        if printable and not is_display_name(value):
             raise ValueError("must be printable characters, not only spaces")
         return value
 
     return check
+
+
+JOINERS = frozenset("\u200c\u200d")
+"""Zero-width non-joiner and joiner: invisible, yet part of how Persian, Hindi and other
+scripts spell words, and of emoji sequences such as 👨‍👩‍👧. Every other format character
+(bidi overrides and isolates, zero-width spaces, tags) stays refused: they can make a
+name display as something else than it is."""
+
+
+def is_display_name(value: str) -> bool:
+    """Printable characters and joiners, with at least one visible character."""
+    if not all(char.isprintable() or char in JOINERS for char in value):
+        return False
+    return any(not char.isspace() and char not in JOINERS for char in value)
 
 
 @dataclass(frozen=True)
