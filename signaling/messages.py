@@ -31,19 +31,30 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     ICE_FAILED = "ice_failed"
+    UNAUTHORIZED = "unauthorized"
+    WRONG_PASSCODE = "wrong_passcode"
+    RETRY_LATER = "retry_later"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    TOO_MANY_SOCKETS = "too_many_sockets"
+    JOIN_TIMEOUT = "join_timeout"
+    BAD_ORIGIN = "bad_origin"
 
 
 class ProtocolError(Exception):
     """A client mistake. `close_code` set means the socket is closed after the error."""
 
-    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, close_code: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.close_code = close_code
+        self.extra = extra
+        """More fields for the client, e.g. `retry_after` seconds."""
 
     def to_message(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
+        return {"type": "error", "code": self.code, "message": self.message, **self.extra}
 
 
 Message = dict[str, Any]
@@ -90,6 +101,16 @@ def is_display_name(value: str) -> bool:
 
 
 @dataclass(frozen=True)
+class optional:
+    """A field the client may leave out; when present it must pass `check`."""
+
+    check: FieldCheck
+
+    def __call__(self, value: Any) -> Any:
+        return self.check(value)
+
+
+@dataclass(frozen=True)
 class MessageType:
     name: str
     fields: Mapping[str, FieldCheck]
@@ -101,6 +122,8 @@ class MessageType:
         clean: Message = {"type": self.name}
         for field, check in self.fields.items():
             if field not in message:
+                if isinstance(check, optional):
+                    continue
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"{self.name}: missing field {field!r}")
             try:
                 clean[field] = check(message[field])
