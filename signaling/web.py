@@ -84,7 +84,10 @@ def create_app(
     mixing = ThreadPoolExecutor(MIXER_THREADS, thread_name_prefix="mixer")
     access = Access(settings.access_token, tuple(settings.allowed_origins))
     app = web.Application(
-        middlewares=[access.rest_middleware(), _rest_concurrency(settings.rest_concurrency)],
+        middlewares=[
+            access.rest_middleware(),
+            _rest_limits(settings.rest_concurrency, settings.max_upload_bytes),
+        ],
         client_max_size=settings.max_upload_bytes,
     )
     app[SETTINGS] = settings
@@ -164,9 +167,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _rest_concurrency(limit: int) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """At most `limit` REST requests (anything but GET and HEAD) run at once; the next
-    one gets 503 `busy` at once rather than a place in an unbounded queue."""
+def _rest_limits(concurrency: int, max_body: int) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """REST requests (anything but GET and HEAD): a body declared over `max_body` gets 413
+    before it is read, and at most `concurrency` run at once; the next gets 503 `busy` at
+    once rather than a place in an unbounded queue."""
     running = 0
 
     @web.middleware
@@ -176,9 +180,10 @@ def _rest_concurrency(limit: int) -> Callable[..., Awaitable[web.StreamResponse]
         nonlocal running
         if request.method in ("GET", "HEAD"):
             return await handler(request)
-        if running >= limit:
-            body = {"error": {"code": "busy", "message": f"{limit} requests are running"}}
-            return web.json_response(body, status=503, headers={"Retry-After": "1"})
+        if request.content_length is not None and request.content_length > max_body:
+            return _rest_error(413, "too_large", f"request body over {max_body} bytes")
+        if running >= concurrency:
+            return _rest_error(503, "busy", f"{concurrency} requests are running; retry")
         running += 1
         try:
             return await handler(request)
@@ -186,6 +191,13 @@ def _rest_concurrency(limit: int) -> Callable[..., Awaitable[web.StreamResponse]
             running -= 1
 
     return bounded
+
+
+def _rest_error(status: int, code: str, message: str) -> web.Response:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
 async def health(request: web.Request) -> web.Response:
