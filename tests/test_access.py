@@ -72,6 +72,7 @@ async def rest_server(
 
     app = create_app(ServerSettings(**settings))
     app.router.add_post("/translate", expensive)
+    app.router.add_get("/metrics", expensive)
     return await aiohttp_server(app)
 
 
@@ -91,6 +92,10 @@ async def test_rest_needs_a_bearer_token_and_the_page_stays_public(
         async with http.post(server.make_url("/translate"), json={}, headers=headers) as r:
             assert r.status == 200
         assert reached == ["/translate"]
+        async with http.get(server.make_url("/metrics")) as r:
+            assert r.status == 401
+        async with http.get(server.make_url("/metrics"), headers=headers) as r:
+            assert r.status == 200
         for public in ("/", "/health", "/languages"):
             async with http.get(server.make_url(public)) as r:
                 assert r.status == 200, public
