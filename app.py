@@ -98,6 +98,8 @@ def _seconds(text: str) -> float:
 
 
 def _origin(text: str) -> str:
+    if text == "null":
+        return text  # pages opened from disk (file://); sandboxed frames send it too
     scheme, _, host = text.rstrip("/").partition("://")
     if scheme not in ("http", "https") or not host or "/" in host:
         raise ValueError("an origin is scheme://host[:port], e.g. https://meet.example.org")
@@ -145,7 +147,8 @@ FLAGS: list[Flag] = [
          "Prefer the variable: a flag shows in the process list", metavar="TOKEN"),
     Flag("--allowed-origin", "allowed_origins",
          "page origin besides the server's own that may open WebSockets, repeatable, "
-         "e.g. https://meet.example.org", _origin, repeatable=True, metavar="ORIGIN"),
+         "e.g. https://meet.example.org (`null`: the page opened from a file)", _origin,
+         repeatable=True, metavar="ORIGIN"),
     Flag("--max-rooms", "max_rooms", "rooms open at once on this server", _positive,
          metavar="N"),
     Flag("--max-sockets-per-address", "limits.sockets_per_address",

@@ -237,4 +237,7 @@ class Session:
                 self._writer.cancel()
                 break
             await asyncio.wait({self._writer}, timeout=deadline - loop.time())
+        writer = self._writer
+        if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
+            log.error("closing a session failed", exc_info=writer.exception())
         self.finished.set()

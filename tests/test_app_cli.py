@@ -74,14 +74,14 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
 def test_access_and_limit_flags_reach_the_server_settings() -> None:
     env = {
         "BABBLEFISH_ACCESS_TOKEN": "from-env",
-        "BABBLEFISH_ALLOWED_ORIGIN": "https://a.example, https://b.example:8443",
+        "BABBLEFISH_ALLOWED_ORIGIN": "https://a.example, https://b.example:8443, null",
         "BABBLEFISH_JOIN_TIMEOUT": "12.5",
     }
     argv = ["--max-rooms", "7", "--max-sockets-per-address", "3", "--rest-concurrency", "2",
             "--max-upload-bytes", "1000", "--idle-timeout", "4"]
     settings = parse_settings(argv, env)
     assert settings.access_token == "from-env"
-    assert settings.allowed_origins == ["https://a.example", "https://b.example:8443"]
+    assert settings.allowed_origins == ["https://a.example", "https://b.example:8443", "null"]
     assert settings.limits.join_timeout == 12.5 and settings.limits.sockets_per_address == 3
     assert settings.limits.outbox == SessionLimits().outbox  # the rest of the group stays
     assert (settings.max_rooms, settings.rest_concurrency) == (7, 2)
