@@ -2,6 +2,7 @@
 loudspeaker they remove, whether a talker speaking over it survives, and their CPU.
 
     .venv/bin/python -m bench.echo_cancellers
+    .venv/bin/python -m bench.echo_cancellers --lead   # AEC3 with the reference early
 
 Phone p0's microphone hears phone p1's loudspeaker (1.2 m away in a 6 x 4 x 3 m room,
 RT60 0.4 s) play 14 s of speech; from 14 s on, p0's owner talks over it (double talk).
@@ -21,6 +22,7 @@ lines it up after measuring the lag by correlation. Figures:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -73,6 +75,7 @@ def scene() -> tuple[Pcm, Pcm, Pcm, Pcm]:
 
 
 def run(canceller: Canceller, mic: Pcm, played: Pcm) -> tuple[Pcm, float]:
+    played = np.pad(played, (0, max(len(mic) - len(played), 0)))
     out = np.zeros_like(mic)
     spent = 0.0
     for start in range(0, len(mic) - FRAME + 1, FRAME):
@@ -87,8 +90,25 @@ def db(x: Pcm) -> float:
     return 10 * float(np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
 
 
+def lead_table(mic: Pcm, played: Pcm) -> None:
+    """AEC3 with its reference further and further ahead of the echo: ERLE per 2 s."""
+    split = int(ECHO_ONLY_S * RATE)
+    print("AEC3, reference ahead of echo by: ERLE dB in each 2 s of echo, echo VAD")
+    for lead_ms in (0, 100, 200, 300, 400, 500):
+        ahead = lead_ms * RATE // 1000
+        reference = np.concatenate([played[ahead:], np.zeros(ahead, np.float32)])
+        out, _ = run(WebRtcCanceller(), mic, reference)
+        erle = [db(mic[s : s + 2 * RATE]) - db(out[s : s + 2 * RATE])
+                for s in range(0, split, 2 * RATE)]
+        print(f"{lead_ms:4d} ms  " + " ".join(f"{e:5.1f}" for e in erle)
+              + f"   {len(segment(out[:split]))}")
+
+
 def main() -> None:
     mic, played, echo, near = scene()
+    if "--lead" in sys.argv:
+        lead_table(mic, played)
+        return
     split = int(ECHO_ONLY_S * RATE)
     settle = 4 * RATE
     alone = len(segment(near[split:] + (mic - echo - near)[split:]))

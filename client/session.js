@@ -21,7 +21,7 @@
   // The server does not trickle ICE, so the offer waits for our candidates, up to this.
   const GATHER_TIMEOUT_MS = 2000;
   // Codes after which the server closes the socket; we wait for the close to end.
-  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed']);
+  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed', 'too_many_sockets', 'join_timeout']);
 
   const MESSAGE_HANDLERS = {
     joined(session, msg) {

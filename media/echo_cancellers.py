@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+from aec_audio_processing import AudioProcessor
 
 from media.frames import Pcm
 from media.timeline import FRAME, RATE
@@ -35,8 +36,6 @@ class WebRtcCanceller:
     out differs from what went in only by the echo."""
 
     def __init__(self) -> None:
-        from aec_audio_processing import AudioProcessor
-
         self._apm = AudioProcessor(
             enable_aec=True, enable_ns=False, enable_agc=False, enable_vad=False
         )

@@ -1,7 +1,8 @@
 """Which microphones hear the same room: evidence per pair, hysteresis, manual overrides.
 
 Each analysis window where at least one of a pair hears sound is one piece of evidence:
-for (their streams correlate at some lag) or against. A pair is grouped once evidence
+for (their streams correlate at some lag), or against (one hears sound, the other does
+not hear it). A pair is grouped once evidence
 for it has built up to `GROUP_AT`, and ungrouped when evidence against it has worn the
 score down to zero, which takes `GROUP_AT` windows of sound heard by one and not the
 other: a few seconds after someone leaves the table, while they or the table talk.
@@ -30,6 +31,9 @@ CONSISTENT = 7.0
 VERY_CLEAR = 2 * CLEAR
 """Clarity that counts as two windows of evidence: a sentence both hear plainly."""
 
+EDGE = 160
+"""Peaks within 10 ms of the search's edge are not trusted."""
+
 LAG_TOLERANCE = 320
 """Samples (20 ms) within which a new lag counts as the tracked one: the lag between two
 microphones shifts by a few ms with who is talking (the air path differs), and drifts."""
@@ -40,22 +44,28 @@ class Evidence:
     """Hysteresis over analysis windows for one link (two microphones, or a microphone
     and a loudspeaker), and the lag the link is heard at."""
 
+    max_lag: int
+    """The largest lag searched, in samples either way."""
     score: float = 0.0
     linked: bool = False
     lag: int | None = None
 
-    def observe(self, found: Match | None) -> None:
-        """One window with sound: `found` is the correlation, None when one side was
-        silent while the other was not."""
-        if found is not None and self._is_evidence(found):
+    def observe(self, found: Match, against: bool = True) -> None:
+        """One window with sound and its correlation. Without a clear match it counts
+        against the link only when `against`: two talkers at once blur the correlation
+        of two microphones that share a room, so a window where both sides have sound is
+        evidence for, never against."""
+        if self._is_evidence(found):
             if self.lag is not None and abs(found.lag - self.lag) <= LAG_TOLERANCE:
                 self.lag = round(0.7 * self.lag + 0.3 * found.lag)
             elif self.lag is None or self.score <= 1.0 or found.clarity >= CLEAR:
                 self.lag = found.lag
             gain = 2.0 if found.clarity >= VERY_CLEAR else 1.0
             self.score = min(self.score + gain, GROUP_AT)
-        else:
+        elif against:
             self.score = max(self.score - 1.0, 0.0)
+        else:
+            return
         if self.score >= GROUP_AT:
             self.linked = True
         elif self.score <= 0.0:
@@ -63,6 +73,8 @@ class Evidence:
             self.lag = None
 
     def _is_evidence(self, found: Match) -> bool:
+        if abs(found.lag) >= self.max_lag - EDGE:
+            return False  # a peak at the edge of the search is the search running out
         if found.clarity >= CLEAR:
             return True
         tracked = self.lag is not None and abs(found.lag - self.lag) <= LAG_TOLERANCE
@@ -82,13 +94,14 @@ def _pair(a: str, b: str) -> tuple[str, str]:
 
 
 class Grouping:
-    def __init__(self) -> None:
+    def __init__(self, max_lag: int) -> None:
+        self.max_lag = max_lag
         self._members: set[str] = set()
         self._pairs: dict[tuple[str, str], PairState] = {}
 
     def add(self, pid: str) -> None:
         for other in self._members:
-            self._pairs.setdefault(_pair(pid, other), PairState(Evidence()))
+            self._pairs.setdefault(_pair(pid, other), PairState(Evidence(self.max_lag)))
         self._members.add(pid)
 
     def remove(self, pid: str) -> None:
@@ -99,16 +112,16 @@ class Grouping:
     def pairs(self) -> list[tuple[str, str]]:
         return list(self._pairs)
 
-    def observe(self, a: str, b: str, found: Match | None) -> None:
+    def observe(self, a: str, b: str, found: Match, against: bool = True) -> None:
         """One window of sound for the pair (see `Evidence.observe`); `found.lag` is how
         much later b hears a sound than a."""
         key = _pair(a, b)
         state = self._pairs.get(key)
         if state is None:
             return
-        if found is not None and key != (a, b):
+        if key != (a, b):
             found = Match(-found.lag, found.clarity)
-        state.evidence.observe(found)
+        state.evidence.observe(found, against)
 
     def override(self, a: str, b: str, together: bool | None) -> None:
         state = self._pairs.get(_pair(a, b))

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -57,12 +57,6 @@ def original_voices(listener: Listener, frame: SourceFrame, active: Sequence[Sou
     return 0.0
 
 
-MixTap = Callable[[Mapping[str, Pcm | None], float], None]
-"""Told once per tick what each listener was sent (the limited mix, None for silence) and
-when (`time.monotonic()`): the reference an echo canceller needs. Runs on the loop; must
-not block."""
-
-
 MixKey = tuple[tuple[str, float], ...]
 """Which sources, at which gains: listeners with equal keys share one mix and one encode."""
 
@@ -88,11 +82,14 @@ class MixStats:
     pre-encoded silence packet and cost no encoding)."""
 
 
+MixTap = Callable[[str, Pcm | None], None]
+"""Told, per tick, each listener's id and the audio they were sent (None: silence)."""
+
+
 def _mix_and_encode(
     jobs: Sequence[tuple[_EncodeStream, Sequence[tuple[Pcm, float]]]],
     encoder_factory: Callable[[], OpusEncoder],
 ) -> list[tuple[bytes, Pcm]]:
-    """Each job's Opus payload and the limited mix it encodes."""
     encoded = []
     for stream, parts in jobs:
         mix = np.zeros(FRAME_SAMPLES, np.float32)
@@ -133,13 +130,13 @@ class RoomMixer:
         encoder_factory: Callable[[], OpusEncoder] = OpusEncoder,
     ) -> None:
         self.policy = policy
-        self.tap: MixTap | None = None
         self.stats = MixStats()
         self._executor = executor
         self._encoder_factory = encoder_factory
         self._listeners: dict[str, Listener] = {}
         self._sources: dict[str, MixSource] = {}
         self._streams: dict[MixKey, _EncodeStream] = {}
+        self._taps: list[MixTap] = []
         self._silence = silence_packet()
         self._next_tick = 0
         self._runner: asyncio.Task[None] | None = None
@@ -163,6 +160,25 @@ class RoomMixer:
         listener = self._listeners.pop(listener_id, None)
         if listener is not None:
             listener.track.stop()
+
+    def add_tap(self, tap: MixTap) -> None:
+        """Call `tap` every tick with each listener's mix, the very PCM that was encoded
+        for them (echo cancellers use it as their reference). Taps run on the loop and
+        must be quick; the mix is shared by listeners with equal mixes, so do not modify
+        it."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: MixTap) -> None:
+        with contextlib.suppress(ValueError):
+            self._taps.remove(tap)
+
+    def _tell_taps(self, listener_id: str, pcm: Pcm | None) -> None:
+        for tap in list(self._taps):
+            try:
+                tap(listener_id, pcm)
+            except Exception:
+                log.exception("mix tap failed; removing it")
+                self.remove_tap(tap)
 
     def add_source(self, key: str, source: MixSource) -> None:
         """Mix `source` from the next tick; `key` names it in `MixKey`s (a participant id
@@ -193,7 +209,6 @@ class RoomMixer:
         """Mix and send one 20 ms frame to every listener."""
         tick = self._next_tick
         self._next_tick += 1
-        sent_at = time.monotonic()
         frames = self._pull()
         active = list(frames.values())
         groups: dict[MixKey, list[Listener]] = {}
@@ -214,16 +229,13 @@ class RoomMixer:
         else:
             results = _mix_and_encode(jobs, self._encoder_factory)
         encoded = dict(zip(audible, results, strict=True))
-        sent: dict[str, Pcm | None] = {}
         for key, members in groups.items():
-            payload, mix = encoded.get(key, (self._silence, None))
+            payload, pcm = encoded.get(key, (self._silence, None))
             for listener in members:
                 # Members removed while the executor ran must not be fed again.
                 if listener.id in self._listeners:
                     listener.track.push(payload, (tick - listener.first_tick) * FRAME_SAMPLES)
-                    sent[listener.id] = mix
-        if self.tap is not None:
-            self.tap(sent, sent_at)
+                    self._tell_taps(listener.id, pcm)
         self._expire_streams(set(audible))
         self.stats.ticks += 1
         self.stats.encoded_frames += len(jobs)

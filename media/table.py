@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from media.automix import ACTIVE_DB, AutoMixer, MicLevel, Peer, frame_db
-from media.correlation import Match, Window, match
+from media.correlation import Window, match
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
 from media.frames import Pcm
@@ -86,7 +86,7 @@ class AcousticTables:
         self.stats = TableStats()
         self._make_canceller = make_canceller
         self._people: dict[str, _Participant] = {}
-        self._grouping = Grouping()
+        self._grouping = Grouping(MAX_LAG)
         self._mixer = AutoMixer()
         self._next_analysis: int | None = None
         self._groups: list[frozenset[str]] = []
@@ -97,7 +97,7 @@ class AcousticTables:
         if pid in self._people:
             raise ValueError(f"{pid} is already at this room's tables")
         self._people[pid] = _Participant(
-            echo=MicEcho(self._make_canceller), level=self._mixer.level(pid)
+            echo=MicEcho(self._make_canceller, MAX_LAG), level=self._mixer.level(pid)
         )
         self._grouping.add(pid)
 
@@ -146,21 +146,25 @@ class AcousticTables:
         person.pending.append((start, chunk))
         if person.next_echo is None or start > person.next_echo + STALLED:
             person.next_echo = person.next_mix = start
-        self._cancel_echo(person)
+        self._cancel_echo(pid, person)
         self._analyse_if_due()
         self._gate_crosstalk(pid, person)
         return self._release(person)
 
     # steps
 
-    def _cancel_echo(self, person: _Participant) -> None:
+    def _cancel_echo(self, pid: str, person: _Participant) -> None:
         assert person.echo is not None and person.next_echo is not None
         assert person.raw.end is not None
-        speakers = {pid: p.speaker for pid, p in self._people.items() if p is not person}
+        speakers = {other: p.speaker for other, p in self._people.items() if other != pid}
+        nearby = next((g for g in self._groups if pid in g), frozenset())
         while person.next_echo + FRAME <= person.raw.end:
             at = person.next_echo
             frame = person.raw.read(at, FRAME)
-            cleaned = person.echo.clean(at, frame, speakers)
+            cleaned = person.echo.clean(at, frame, speakers, nearby)
+            if person.echo.muted:
+                floor = max(person.level.floor_db, QUIETEST_FLOOR_DBFS)
+                cleaned = cleaned * np.float32(min(1.0, 10 ** ((floor - frame_db(cleaned)) / 20)))
             if cleaned is not frame and echo_dominated(frame, cleaned):
                 self.stats.echo_suppressed_seconds += FRAME / RATE
             person.clean.write(at, cleaned)
@@ -287,7 +291,8 @@ class AcousticTables:
         for i, a in enumerate(pids):
             for b in pids[i + 1 :]:
                 if sounding[a] or sounding[b]:
-                    self._grouping.observe(a, b, match(heard[a], heard[b]))
+                    found = match(heard[a], heard[b])
+                    self._grouping.observe(a, b, found, against=sounding[a] != sounding[b])
         # A played window starts MAX_LAG before the mics' widened windows, so echoes
         # 0 to 2 * MAX_LAG late fall within them.
         for speaker_pid, speaker in self._people.items():
@@ -299,9 +304,7 @@ class AcousticTables:
                 if mic_pid == speaker_pid:
                     continue
                 assert person.echo is not None
-                found = match(reference, raw[mic_pid])
-                echo = Match(found.lag + MAX_LAG, found.clarity)
-                person.echo.path(speaker_pid).evidence.observe(echo)
+                person.echo.path(speaker_pid).evidence.observe(match(reference, raw[mic_pid]))
         self.stats.echo_paths = sum(
             1 for p in self._people.values() if p.echo is not None
             for path in p.echo.paths.values() if path.delay is not None

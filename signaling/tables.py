@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -24,10 +25,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PLAYBACK_BACKLOG_TICKS = 50
-"""Mixer ticks (1 s) of "what each phone was sent" that may wait for the table worker.
-Past that the worker is stalled and newer ticks are dropped (counted): the echo
-reference then has a gap, which costs echo removal for that second, not the mix."""
+PLAYBACK_BACKLOG_FRAMES = 50
+"""Frames (1 s) of "what this phone was sent", per participant, that may wait for the
+table worker. Past that the worker is stalled and newer frames are dropped (counted):
+the echo reference then has a gap, which costs echo removal for that second, not the
+mix."""
 
 
 class RoomTables:
@@ -48,8 +50,8 @@ class RoomTables:
         self._broken: set[str] = set()
         self._reported = (0, 0.0)
         self._closed = False
-        self.dropped_playback_ticks = 0
-        room.mixer.tap = self._played
+        self.dropped_playback_frames = 0
+        room.mixer.add_tap(self._played)
 
     @property
     def groups(self) -> list[frozenset[str]]:
@@ -113,8 +115,7 @@ class RoomTables:
 
     def close(self) -> None:
         self._closed = True
-        if self._room.mixer.tap == self._played:
-            self._room.mixer.tap = None
+        self._room.mixer.remove_tap(self._played)
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     def table_message(self, participant: Participant) -> dict[str, Any]:
@@ -131,17 +132,16 @@ class RoomTables:
         }
 
     # -- internals ---------------------------------------------------------------------
-    def _played(self, sent: Mapping[str, Pcm | None], at: float) -> None:
-        if self._backlog >= PLAYBACK_BACKLOG_TICKS:
-            self.dropped_playback_ticks += 1
+    def _played(self, pid: str, pcm: Pcm | None) -> None:
+        """The mixer's tap: `pid` was sent `pcm` this tick. Stamped now, on the loop, not
+        when the worker gets to it, so the echo reference keeps its true timing."""
+        if self._backlog >= PLAYBACK_BACKLOG_FRAMES * max(1, len(self._room.participants)):
+            self.dropped_playback_frames += 1
             return
         self._backlog += 1
-        future = asyncio.wrap_future(self._worker.submit(self._tell_played, dict(sent), at))
+        sent = time.monotonic()
+        future = asyncio.wrap_future(self._worker.submit(self._tables.played, pid, pcm, sent))
         future.add_done_callback(self._played_done)
-
-    def _tell_played(self, sent: Mapping[str, Pcm | None], at: float) -> None:
-        for pid, pcm in sent.items():
-            self._tables.played(pid, pcm, at)
 
     def _played_done(self, future: asyncio.Future[None]) -> None:
         self._backlog -= 1

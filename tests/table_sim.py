@@ -2,11 +2,12 @@
 with the delays of a real call: what the server sends a phone plays out of its
 loudspeaker after the downlink and the phone's playout buffer; what its microphone hears
 reaches the server after the uplink and jitter buffer. Deterministic: the clock is the
-tick count, not the wall.
+tick count, not the wall (process time is only measured, for the bench).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class TableSim:
     heard: list[Heard] = field(default_factory=list)
     tick: int = 0
     on_tick: Callable[[int], None] | None = None
+    dsp_seconds: float = 0.0
+    """CPU time spent inside `AcousticTables` (process time)."""
 
     def __post_init__(self) -> None:
         self._streams: list[RoomStream] = [room.stream() for room in self.rooms]
@@ -100,7 +103,9 @@ class TableSim:
         for pid in self._room_of:
             pcm = sent48k.get(pid)
             audible = pcm is not None and bool(np.any(pcm))
+            began = time.process_time()
             self.tables.played(pid, pcm if audible else None, at=now)
+            self.dsp_seconds += time.process_time() - began
             line = self._speaker_lines[pid]
             line.append(np.zeros(BLOCK, np.float32) if pcm is None
                         else resample_poly(pcm, 1, 3).astype(np.float32))
@@ -119,7 +124,10 @@ class TableSim:
             if captured is None:
                 continue
             arrived = Chunk16k(captured.samples, captured.time, now)
-            for chunk in self.tables.mic(pid, arrived):
+            began = time.process_time()
+            cleaned = self.tables.mic(pid, arrived)
+            self.dsp_seconds += time.process_time() - began
+            for chunk in cleaned:
                 self._hear(pid, chunk)
         if self.on_tick is not None:
             self.on_tick(self.tick)
