@@ -7,9 +7,15 @@ peers send no audio, so every table is one seated by hand.
 from __future__ import annotations
 
 import aiohttp
+import numpy as np
+import pytest
 from aiohttp.test_utils import TestServer
 
+from media.inbound import Chunk16k
+from media.table import AcousticTables
 from signaling.live import LiveTranslation
+from signaling.rooms import Rooms
+from signaling.tables import RoomTables
 from tests.fixtures.live import ScriptedServerFactory, ScriptedTranslator
 from tests.fixtures.webrtc import PeerFactory, TestPeer
 
@@ -91,3 +97,28 @@ async def test_set_table_is_validated(
         assert error["code"] == code, (message, error)
     await dan.send({"type": "set_table", "participant": marek.id, "together": None})
     assert await dan.expect("table") == {"type": "table", "members": [], "overrides": {}}
+
+
+class FailingTables(AcousticTables):
+    """The real tables, with a microphone step that crashes (a DSP bug)."""
+
+    def mic(self, pid: str, chunk: Chunk16k) -> list[Chunk16k]:
+        raise RuntimeError("dsp bug")
+
+
+async def test_a_table_failure_passes_that_microphone_through_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rooms = Rooms()
+    ann = rooms.join("r", "Ann", "eng", lambda message: None)
+    tables = RoomTables(ann.room, FailingTables())
+    tables.add(ann)
+    chunk = Chunk16k(np.zeros(320, np.float32), 0.0, 0.0)
+    try:
+        assert await tables.clean(ann, chunk) == [chunk]
+        assert await tables.clean(ann, chunk) == [chunk]  # no second attempt, no second log
+        failures = [r for r in caplog.records if "acoustic tables failed" in r.getMessage()]
+        assert len(failures) == 1 and ann.id in failures[0].getMessage()
+    finally:
+        tables.close()
+        await rooms.close_all()
