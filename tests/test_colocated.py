@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
+import pytest
 from aiohttp.test_utils import TestServer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from scipy.signal import firwin, lfilter
@@ -191,8 +192,7 @@ class SimulatedTable:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def say(self, talker: str, text: str) -> Sentence:
-        speech = compose([text], rate=RATE, level=0.5).audio
+    def say(self, talker: str, speech: Signal) -> Sentence:
         sentence = Sentence(talker, speech)
         self._talking.setdefault(talker, deque()).append(sentence)
         return sentence
@@ -243,18 +243,28 @@ async def spoken(*sentences: Sentence) -> None:
             await sentence.done.wait()
 
 
-async def settled(live: LiveTranslation, room: str) -> None:
-    """Until nothing is in flight or queued for playout in `room` (and a second more, for
-    the last translation to leave the phones' loudspeakers and the VAD's hangover)."""
-    async with asyncio.timeout(GUARD):
-        for _ in range(int(GUARD / 0.1)):
-            state = live.rooms.get(room)
-            assert state is not None, "the room closed: everyone was disconnected"
-            busy = state.pipeline.in_flight or any(len(p) for p in state.playouts.values())
-            if not busy:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.2)
+QUIET_WITHIN = 30.0
+"""A room still translating this long after the last sentence is translating itself:
+played-back audio coming back as speech (c)."""
+
+
+async def settled(
+    live: LiveTranslation, room: str, inboxes: Mapping[str, Inbox], problems: list[str]
+) -> None:
+    """Until nothing is in flight or queued for playout in `room`, then a second more, for
+    the last translation to leave the phones' loudspeakers and the VAD's hangover. A room
+    that does not get there within `QUIET_WITHIN` is a problem (c), and the test goes on."""
+    for _ in range(int(QUIET_WITHIN / 0.1)):
+        state = live.rooms.get(room)
+        closes = {phone: inbox.closed for phone, inbox in inboxes.items()}
+        assert state is not None, f"the room closed: everyone was disconnected: {closes}"
+        busy = state.pipeline.in_flight or any(len(p) for p in state.playouts.values())
+        if not busy:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        problems.append(f"(c) still translating {QUIET_WITHIN:.0f} s after the last sentence")
+    await asyncio.sleep(1.2)
 
 
 def overlaps(caption: Message, sentence: Sentence) -> bool:
@@ -317,16 +327,18 @@ LINES = [
 ]
 
 
+@pytest.mark.timeout(900)
 async def test_one_table_many_phones(
     scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
 ) -> None:
     translator = ScriptedTranslator(lines=TRANSLATIONS)
     server, live = await scripted_server(translator)
     people = {"p0": "eng", "p1": "spa", "p2": "eng", "r0": "spa"}
+    speech = [compose([line], rate=RATE, level=0.5).audio for line in LINES]
     problems: list[str] = []
     async with around_a_table(server, peer_factory, people) as (sim, peers, inboxes):
         ids = {phone: peer.id for phone, peer in peers.items()}
-        lines = iter(LINES * 3)
+        lines = iter(speech * 3)
         check = Checker(inboxes, ids, problems)
 
         # The table is learned from a few seconds of conversation, with no setup.
@@ -344,21 +356,21 @@ async def test_one_table_many_phones(
             )
             assert message["overrides"] == {}
         assert not any(m["type"] == "table" and m["members"] for m in inboxes["r0"].messages)
-        await settled(live, "table")
+        await settled(live, "table", inboxes, problems)
 
         # (a) one talker at a time, then (d) the remote participant; loudspeakers on.
         for scenario, talker in (("a", "p0"), ("a", "p1"), ("a", "p2"), ("d", "r0")):
             since = time.time()
             sentence = sim.say(talker, next(lines))
             await spoken(sentence)
-            await settled(live, "table")
+            await settled(live, "table", inboxes, problems)
             check(scenario, [sentence], since)
 
         # (b) two talkers at once, at opposite ends of the table.
         since = time.time()
         both = [sim.say("p0", next(lines)), sim.say("p1", next(lines))]
         await spoken(*both)
-        await settled(live, "table")
+        await settled(live, "table", inboxes, problems)
         check("b", both, since)
 
         # (f) double talk: p2 speaks while p0's phone plays a translation of p1.
@@ -368,7 +380,7 @@ async def test_one_table_many_phones(
         await inboxes["p0"].wait_for(lambda m: m["type"] == "latency", since=started)
         over = sim.say("p2", next(lines))
         await spoken(lead, over)
-        await settled(live, "table")
+        await settled(live, "table", inboxes, problems)
         check("f", [lead, over], since)
 
         # (e) p2 leaves the table: its microphone no longer hears the room.
@@ -380,11 +392,11 @@ async def test_one_table_many_phones(
                 break
         if tables_seen(live) != [frozenset({ids["p0"], ids["p1"]})]:
             problems.append(f"(e) tables after p2 left: {tables_seen(live)}")
-        await settled(live, "table")
+        await settled(live, "table", inboxes, problems)
         since = time.time()
         away = sim.say("p2", next(lines))
         await spoken(away)
-        await settled(live, "table")
+        await settled(live, "table", inboxes, problems)
         check("e", [away], since)
         stats = live.rooms["table"].tables._tables.stats
     assert not problems, "\n".join([*problems, f"table stats: {stats}"])
