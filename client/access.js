@@ -99,7 +99,7 @@
       const fields = {};
       const token = this.token.input.value.trim();
       const passcode = this.passcode.input.value;
-      if (token) fields.token = token;
+      if (token) fields.access_token = token;
       if (passcode) fields.passcode = passcode;
       return fields;
     }
@@ -124,10 +124,16 @@
       }
     }
 
+    // Headers for the server's REST routes (e.g. POST /qr), which a private server guards.
+    authHeaders() {
+      const token = this.token.input.value.trim();
+      return token ? { Authorization: `Bearer ${token}` } : {};
+    }
+
     // The fragment of an invite link to this room: the passcode and the token, if any.
     inviteFragment() {
       const params = new URLSearchParams();
-      const { token, passcode } = this.joinFields();
+      const { access_token: token, passcode } = this.joinFields();
       if (token) params.set('token', token);
       if (passcode) params.set('passcode', passcode);
       const text = params.toString();
