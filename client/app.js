@@ -60,7 +60,7 @@
     mixTimer: null,
   };
 
-  const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton);
+  const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton, $('room-title'));
   const joinPicker = new BF.LanguagePicker($('join-lang'), $('join-lang-list'), () => {});
   const roomPicker = new BF.LanguagePicker($('room-lang'), $('room-lang-list'), (code) => {
     if (state.session) state.session.setLang(code);

@@ -120,6 +120,10 @@
     }
 
     send(message) {
+      // A private server hears nothing on a socket until a message carries its token, and
+      // a new socket may start with another message than `join`: every one carries it.
+      const token = this.join.access_token;
+      if (token) message = { ...message, access_token: token };
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
     }
 
