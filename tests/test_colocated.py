@@ -377,7 +377,11 @@ async def test_one_table_many_phones(
         since = time.time()
         lead = sim.say("p1", next(lines))
         started = len(inboxes["p0"].messages)
-        await inboxes["p0"].wait_for(lambda m: m["type"] == "latency", since=started)
+        try:
+            async with asyncio.timeout(QUIET_WITHIN):
+                await inboxes["p0"].wait_for(lambda m: m["type"] == "latency", since=started)
+        except TimeoutError:
+            problems.append(f"(f) p1's translation did not start on p0 within {QUIET_WITHIN} s")
         over = sim.say("p2", next(lines))
         await spoken(lead, over)
         await settled(live, "table", inboxes, problems)
@@ -416,6 +420,11 @@ class Checker:
         self._problems = problems
 
     def __call__(self, scenario: str, sentences: list[Sentence], since: float) -> None:
+        before = len(self._problems)
+        self._check(scenario, sentences, since)
+        print(f"scenario ({scenario}):", self._problems[before:] or "as expected", flush=True)
+
+    def _check(self, scenario: str, sentences: list[Sentence], since: float) -> None:
         for listener, lang in (("p0", "eng"), ("p1", "spa")):
             finals = self._inboxes[listener].finals(lang, since)
             captions = {m["utterance"]: m for m in finals if "error" not in m}
