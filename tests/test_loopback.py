@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -95,10 +96,12 @@ async def test_a_lost_uplink_packet_leaves_no_backlog_at_the_server(
     await alice.join("loss", "Alice", "eng")
     inbound = signaling_of(babblefish).rooms.get("loss").participants[alice.id].audio
     decoded = [0]
+    progress = asyncio.Event()
     receive = inbound.receive
 
     def counting(pcm: np.ndarray, stream_time: float, received: float) -> None:
         decoded[0] += len(pcm)
+        progress.set()
         receive(pcm, stream_time, received)
 
     monkeypatch.setattr(inbound, "receive", counting)
@@ -116,10 +119,14 @@ async def test_a_lost_uplink_packet_leaves_no_backlog_at_the_server(
 
     monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", lossy)
     await alice.connect()
-    while sent[0] < 75:
-        await asyncio.sleep(FRAME_SAMPLES / MIX_RATE)
+
+    async def until(done: Callable[[], bool]) -> None:
+        while not done():
+            progress.clear()
+            await progress.wait()
+
+    await until(lambda: sent[0] >= 75)
     # What arrived is decoded, but for the packet or two still on its way: the server
     # holds no backlog behind the hole (aiortc's own buffer kept 15 packets for good).
     async with asyncio.timeout(10):
-        while sent[0] - 1 - decoded[0] // FRAME_SAMPLES > 2:
-            await asyncio.sleep(FRAME_SAMPLES / MIX_RATE)
+        await until(lambda: sent[0] - 1 - decoded[0] // FRAME_SAMPLES <= 2)
