@@ -87,6 +87,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
 def _ice_address(text: str) -> str:
     plan_host_addresses([text])  # raises ValueError for anything but an IP address
     return text
@@ -122,6 +129,9 @@ FLAGS: list[Flag] = [
          _ice_address, repeatable=True, metavar="ADDR"),
     Flag("--max-participants", "max_participants", "participants per room", _positive,
          metavar="N"),
+    Flag("--ice-timeout", "ice_timeout",
+         "seconds an answered offer may take to connect before its peer connection is "
+         "released (the client gets ice_failed)", _positive_seconds, metavar="SECONDS"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     Flag("--no-translation", "no_translation",
          "run rooms without the AI engines: people hear only same-language voices",

@@ -12,7 +12,7 @@ from aiohttp import WSCloseCode, web
 from aiortc import RTCIceServer
 
 from media.ice import browser_ice_server, offer_host_addresses
-from media.peer import PeerConnections
+from media.peer import ICE_CONNECT_TIMEOUT, PeerConnections
 from signaling.handlers import core_messages
 from signaling.languages import LanguageSource, table_languages
 from signaling.messages import MessageRegistry
@@ -45,6 +45,8 @@ class ServerSettings:
     """Host candidate addresses to offer; None lets aioice pick the interfaces."""
     client_dir: Path = CLIENT_DIR
     limits: SessionLimits = field(default_factory=SessionLimits)
+    ice_timeout: float = ICE_CONNECT_TIMEOUT
+    """Seconds an answered offer may take to connect before its peer connection is released."""
 
 
 def create_app(
@@ -60,7 +62,7 @@ def create_app(
     app = web.Application()
     app[SIGNALING] = Signaling(
         rooms=Rooms(settings.max_participants, executor=mixing),
-        peers=PeerConnections(settings.ice_servers),
+        peers=PeerConnections(settings.ice_servers, settings.ice_timeout),
         messages=messages or core_messages(),
         languages=languages,
         ice_servers=[browser_ice_server(server) for server in settings.ice_servers],
