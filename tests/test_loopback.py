@@ -49,13 +49,15 @@ async def test_same_language_hears_the_speaker_others_hear_silence(
     await carol.recorder.wait_for(FRAME_SAMPLES * 10)
     starts = {peer: peer.recorder.mark() for peer in (alice, bruno, carol)}
     alice.mic.play()
+    # The mixer of a silent room stops a few seconds after the last voice (no packets
+    # then): wait for a second past Alice's last voiced sample.
+    voiced_end = round(english_speech.voiced[-1][1] * MIX_RATE)
+    heard_until = voiced_end + MIX_RATE
     for peer in (carol, alice, bruno):
-        await peer.recorder.wait_for(
-            starts[peer] + len(english_speech.audio) + MIX_RATE - peer.recorder.samples
-        )
+        await peer.recorder.wait_for(starts[peer] + heard_until - peer.recorder.samples)
 
     heard = carol.recorder.audio(starts[carol])
-    assert aligned_correlation(english_speech.audio, heard) > 0.7
+    assert aligned_correlation(english_speech.audio[:voiced_end], heard) > 0.7
     assert np.max(np.abs(alice.recorder.audio(starts[alice]))) < 1e-3  # never hears herself
     assert np.max(np.abs(bruno.recorder.audio(starts[bruno]))) < 1e-3  # other language
 
