@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,13 +108,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    rooms = request.app[SIGNALING].rooms
+    signaling = request.app[SIGNALING]
+    rooms = signaling.rooms
     return web.json_response(
         {
             "status": "ok",
             "uptime": round(time.monotonic() - request.app[STARTED], 3),
             "rooms": len(rooms),
             "participants": rooms.participant_count,
+            # For leak checks (bench/soak.py): both return to their idle values.
+            "sockets": len(signaling.sessions),
+            "peer_connections": len(signaling.peers),
+            "tasks": len(asyncio.all_tasks()),
         }
     )
 
