@@ -322,7 +322,9 @@ async def soak(scale: float) -> int:
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
-    await process.stdout.readline()
+    started = await process.stdout.readline()
+    if b"listening" not in started:
+        raise SystemExit(f"the server did not start: {(await process.stderr.read())[-2000:]!r}")
     errors_logged = asyncio.create_task(process.stderr.read())
     codes, closes = documented()
     connector = aiohttp.TCPConnector(limit=0)

@@ -20,7 +20,7 @@
   // The server does not trickle ICE, so the offer waits for our candidates, up to this.
   const GATHER_TIMEOUT_MS = 2000;
   // Codes after which the server closes the socket; we wait for the close to end.
-  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed']);
+  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed', 'too_many_sockets', 'join_timeout']);
 
   const MESSAGE_HANDLERS = {
     joined(session, msg) {
@@ -116,6 +116,10 @@
     }
 
     send(message) {
+      // A private server hears nothing on a socket until a message carries its token, and
+      // a new socket may start with another message than `join`: every one carries it.
+      const token = this.join.access_token;
+      if (token) message = { ...message, access_token: token };
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
     }
 

@@ -31,6 +31,7 @@ browser's own ICE checks give up after about 30 s, so a real connection is never
 
 _MEDIA_LINE = re.compile(r"^m=(\w+)", re.MULTILINE)
 _OPUS = re.compile(r"^a=rtpmap:\d+ opus/48000", re.MULTILINE | re.IGNORECASE)
+_FINGERPRINT = re.compile(r"^a=fingerprint:\S+ [0-9A-Fa-f:]+\s*$", re.MULTILINE)
 
 
 class OfferError(ValueError):
@@ -46,6 +47,9 @@ def check_offer(sdp: str) -> None:
         raise OfferError(f"expected exactly one m=audio section, got {media or 'none'}")
     if not _OPUS.search(sdp):
         raise OfferError("the audio section must offer opus/48000")
+    if not _FINGERPRINT.search(sdp):
+        # Without it DTLS cannot start: aiortc would answer, then fail with a traceback.
+        raise OfferError("the offer has no a=fingerprint line (DTLS is required)")
 
 
 def tune_receiver(receiver: RTCRtpReceiver) -> AudioJitterBuffer:

@@ -8,8 +8,15 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode
 
 from media.peer import OfferError
-from signaling.messages import ErrorCode, Message, MessageRegistry, ProtocolError, text
-from signaling.rooms import Participant, RoomFull
+from signaling.messages import (
+    ErrorCode,
+    Message,
+    MessageRegistry,
+    ProtocolError,
+    optional,
+    text,
+)
+from signaling.rooms import Participant, RoomFull, TooManyRooms
 from signaling.session import Session
 
 MAX_SDP_CHARS = 60_000
@@ -18,6 +25,7 @@ ROOM = text(1, 64, pattern=r"[A-Za-z0-9_-]+")
 NAME = text(1, 64, printable=True)
 LANG = text(1, 16)
 SDP = text(1, MAX_SDP_CHARS)
+PASSCODE = optional(text(1, 64, printable=True))
 
 
 def _listenable(session: Session, lang: str) -> str:
@@ -32,12 +40,19 @@ async def join(session: Session, message: Message) -> None:
     if session.participant is not None:
         raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
     lang = _listenable(session, message["lang"])
+    rooms = session.server.rooms
+    existing = rooms.get(message["room"])
+    passcode = message.get("passcode")
+    if existing is not None:
+        session.server.access.check_passcode(session.address, passcode, existing.passcode)
     try:
-        participant = session.server.rooms.join(
-            message["room"], message["name"], lang, session.send
-        )
+        participant = rooms.join(message["room"], message["name"], lang, session.send)
     except RoomFull as error:
         raise ProtocolError(ErrorCode.ROOM_FULL, str(error)) from error
+    except TooManyRooms as error:
+        raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, str(error)) from error
+    if existing is None:
+        participant.room.passcode = passcode  # whoever opens the room may lock it
     session.participant = participant
     session.send(
         {
@@ -45,6 +60,7 @@ async def join(session: Session, message: Message) -> None:
             "id": participant.id,
             "room": participant.room.id,
             "participants": participant.room.roster(),
+            "locked": participant.room.passcode is not None,
             "ice_servers": session.server.ice_servers,
         }
     )
@@ -85,7 +101,10 @@ async def leave(session: Session, message: Message) -> None:
 def core_messages() -> MessageRegistry:
     """A registry with the core protocol; features register more types on it."""
     registry = MessageRegistry()
-    registry.register("join", join, {"room": ROOM, "name": NAME, "lang": LANG}, requires_join=False)
+    registry.register(
+        "join", join, {"room": ROOM, "name": NAME, "lang": LANG, "passcode": PASSCODE},
+        requires_join=False,
+    )
     registry.register("offer", offer, {"sdp": SDP})
     registry.register("set_lang", set_lang, {"lang": LANG})
     registry.register("leave", leave)
