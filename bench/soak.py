@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -261,6 +262,11 @@ async def idle_sockets(
     # The server may close some (a join timeout, a per-address cap): count how.
     held = server_stats(pid)
     for ws in sockets:
+        with contextlib.suppress(TimeoutError):
+            while (message := await ws.receive(timeout=0.01)).type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                if data.get("type") == "error":
+                    tally.refused[data.get("code")] += 1
         if ws.closed and ws.close_code is not None:
             tally.closes[ws.close_code] += 1
         await ws.close()
@@ -377,7 +383,7 @@ async def soak(scale: float) -> int:
             count = int(1000 * scale)
             held = await idle_sockets(session, base, count, tally, process.pid)
             tally.check(codes, closes)
-            print(f"- {count} idle sockets from 127.0.0.1 (round {round_}): accepted "
+            print(f"- {count} idle sockets from 127.0.0.1 (round {round_}): upgraded "
                   f"{held['accepted']}, refused {dict(tally.refused)}, closed by the server "
                   f"{dict(tally.closes)}", flush=True)
             print(line("while held", held), flush=True)
