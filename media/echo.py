@@ -4,9 +4,8 @@ The server knows what it sent to every phone. Correlating a microphone with what
 phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
 (network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
 hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
-reference is the sum of what every loudspeaker it hears played, each lined up the same
-`TARGET_LEAD` ahead of its own echo, so the canceller's cost does not grow with the
-loudspeakers around.
+reference is the sum of what every loudspeaker it hears played, each lined up ahead of
+its own echo, so the canceller's cost does not grow with the loudspeakers around.
 Loudspeakers of the same table are included before their echo has been measured, at
 `NOMINAL_DELAY`, because measuring takes a couple of seconds of playback.
 
@@ -31,10 +30,8 @@ from media.timeline import FRAME, RATE, Timeline
 
 MAX_LEAD = RATE * 350 // 1000
 TARGET_LEAD = RATE * 100 // 1000
-REALIGN = RATE * 30 // 1000
-"""A measured loudspeaker is read 100 ms ahead of its echo, and moved when it drifts by
-more than `REALIGN`; AEC3's own delay estimator finds the rest. An unmeasured one may be
-up to `MAX_LEAD` ahead."""
+"""A reference may run up to `MAX_LEAD` ahead of its echo; AEC3's own delay estimator
+finds the rest (bench/echo_cancellers.py --lead)."""
 
 NOMINAL_DELAY = RATE * 50 // 1000
 """Echo delay assumed for a loudspeaker at the table before its own has been measured:
@@ -100,16 +97,17 @@ class EchoPath:
 
     def align(self, nearby: bool) -> int | None:
         """How far back to read the played audio for this microphone's frame, or None
-        when the loudspeaker is not heard. All loudspeakers of one microphone share one
-        canceller with one delay estimate, so each is lined up `TARGET_LEAD` ahead of its
-        own echo once measured; small drift is left to the canceller."""
+        when the loudspeaker is not heard. Moving a reference sends AEC3 looking for the
+        delay afresh, and a measured delay can be off by the echo of another phone that
+        plays the same translation, so the reference moves only when the measured echo
+        falls outside the 0 to `MAX_LEAD` that AEC3 covers; then `TARGET_LEAD` ahead."""
         measured = self.delay
         if measured is None:
             if not nearby:
                 self.shift = None
             elif self.shift is None:
                 self.shift = NOMINAL_DELAY
-        elif self.shift is None or abs(measured - self.shift - TARGET_LEAD) > REALIGN:
+        elif self.shift is None or not 0 <= measured - self.shift <= MAX_LEAD:
             self.shift = max(measured - TARGET_LEAD, 0)
         return self.shift
 

@@ -40,8 +40,12 @@ class Participant:
         self.audio = InboundAudio(self.id, self.lang)
         self.listener = Listener(self.id, self.lang)
 
-    def describe(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "lang": self.lang}
+    def describe(self) -> dict[str, Any]:
+        """A roster entry; `table` lists who shares this participant's table, if anyone."""
+        entry: dict[str, Any] = {"id": self.id, "name": self.name, "lang": self.lang}
+        if self.listener.mix.table:
+            entry["table"] = sorted(self.listener.mix.table)
+        return entry
 
 
 class RoomObserver:
@@ -83,7 +87,7 @@ class Room:
         """Set by whoever opened the room; later joiners must give it."""
         self._levels: asyncio.Task[None] | None = None
 
-    def roster(self) -> list[dict[str, str]]:
+    def roster(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.participants.values()]
 
     def broadcast(self, message: dict[str, Any], exclude: Participant | None = None) -> None:
