@@ -87,6 +87,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError("must be from 0 to 3600")
+    return value
+
+
 def _ice_address(text: str) -> str:
     plan_host_addresses([text])  # raises ValueError for anything but an IP address
     return text
@@ -122,6 +129,9 @@ FLAGS: list[Flag] = [
          _ice_address, repeatable=True, metavar="ADDR"),
     Flag("--max-participants", "max_participants", "participants per room", _positive,
          metavar="N"),
+    Flag("--resume-grace", "resume_grace",
+         "seconds a participant whose connection dropped keeps their place, to reconnect "
+         "with the same id and voice (0: a drop is a leave)", _seconds, metavar="SECONDS"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     Flag("--no-translation", "no_translation",
          "run rooms without the AI engines: people hear only same-language voices",

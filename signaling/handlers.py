@@ -6,7 +6,7 @@ from aiohttp import WSCloseCode
 
 from media.peer import OfferError
 from signaling.messages import ErrorCode, Message, MessageRegistry, ProtocolError, text
-from signaling.rooms import RoomFull
+from signaling.rooms import Participant, RoomFull
 from signaling.session import Session
 
 MAX_SDP_CHARS = 60_000
@@ -15,6 +15,7 @@ ROOM = text(1, 64, pattern=r"[A-Za-z0-9_-]+")
 NAME = text(1, 64, printable=True)
 LANG = text(1, 16)
 SDP = text(1, MAX_SDP_CHARS)
+TOKEN = text(1, 128)
 
 
 def _listenable(session: Session, lang: str) -> str:
@@ -36,15 +37,45 @@ async def join(session: Session, message: Message) -> None:
     except RoomFull as error:
         raise ProtocolError(ErrorCode.ROOM_FULL, str(error)) from error
     session.participant = participant
-    session.send(
-        {
-            "type": "joined",
-            "id": participant.id,
-            "room": participant.room.id,
-            "participants": participant.room.roster(),
-            "ice_servers": session.server.ice_servers,
-        }
-    )
+    session.send(_welcome("joined", session, participant))
+
+
+async def resume(session: Session, message: Message) -> None:
+    """Take back a participant whose connection dropped: same id, room and voice."""
+    if session.participant is not None:
+        raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
+    rooms = session.server.rooms
+    participant = rooms.claim(message["token"])
+    if participant is not None:
+        # Owned from here on, so that if this socket dies too the participant is suspended.
+        session.participant = participant
+        for other in list(session.server.sessions):
+            if other is not session and other.participant is participant:
+                await other.hand_over()  # its network changed before it noticed
+        if not await rooms.resume(participant, session.send):
+            session.participant = participant = None
+    if participant is None:
+        raise ProtocolError(
+            ErrorCode.RESUME_FAILED,
+            "that place in the room is gone (left, or away for more than "
+            f"{rooms.resume_grace:g} s); join again",
+        )
+    session.send(_welcome("resumed", session, participant))
+    for held in participant.take_held():
+        session.send(held)
+
+
+def _welcome(kind: str, session: Session, participant: Participant) -> Message:
+    return {
+        "type": kind,
+        "id": participant.id,
+        "room": participant.room.id,
+        "name": participant.name,
+        "lang": participant.lang,
+        "participants": participant.room.roster(),
+        "ice_servers": session.server.ice_servers,
+        "resume_token": participant.resume_token,
+    }
 
 
 async def offer(session: Session, message: Message) -> None:
@@ -83,6 +114,7 @@ def core_messages() -> MessageRegistry:
     """A registry with the core protocol; features register more types on it."""
     registry = MessageRegistry()
     registry.register("join", join, {"room": ROOM, "name": NAME, "lang": LANG}, requires_join=False)
+    registry.register("resume", resume, {"token": TOKEN}, requires_join=False)
     registry.register("offer", offer, {"sdp": SDP})
     registry.register("set_lang", set_lang, {"lang": LANG})
     registry.register("leave", leave)

@@ -16,7 +16,7 @@ from media.peer import PeerConnections
 from signaling.handlers import core_messages
 from signaling.languages import LanguageSource, table_languages
 from signaling.messages import MessageRegistry
-from signaling.rooms import Rooms
+from signaling.rooms import RESUME_GRACE_SECONDS, Rooms
 from signaling.session import Session, SessionLimits, Signaling
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class ServerSettings:
     """Host candidate addresses to offer; None lets aioice pick the interfaces."""
     client_dir: Path = CLIENT_DIR
     limits: SessionLimits = field(default_factory=SessionLimits)
+    resume_grace: float = RESUME_GRACE_SECONDS
+    """Seconds a dropped participant may `resume`; 0 makes every drop a leave."""
 
 
 def create_app(
@@ -59,7 +61,9 @@ def create_app(
     mixing = ThreadPoolExecutor(MIXER_THREADS, thread_name_prefix="mixer")
     app = web.Application()
     app[SIGNALING] = Signaling(
-        rooms=Rooms(settings.max_participants, executor=mixing),
+        rooms=Rooms(
+            settings.max_participants, executor=mixing, resume_grace=settings.resume_grace
+        ),
         peers=PeerConnections(settings.ice_servers),
         messages=messages or core_messages(),
         languages=languages,
