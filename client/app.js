@@ -21,6 +21,7 @@
     latencyTotal: $('latency-total'), latencyStages: $('latency-stages'),
     voicesCard: $('voices-card'), voices: $('voices'),
     lastTranscript: $('last-transcript'), lastRoom: $('last-room'),
+    reconnecting: $('reconnecting'),
   };
 
   // The server's default balance: the original about 15 dB under a translation.
@@ -59,6 +60,8 @@
     mix: DEFAULT_MIX,
     mixTimer: null,
   };
+
+  const wakeLock = new BF.WakeLock();
 
   const joinPicker = new BF.LanguagePicker($('join-lang'), $('join-lang-list'), () => {});
   const roomPicker = new BF.LanguagePicker($('room-lang'), $('room-lang-list'), (code) => {
@@ -231,6 +234,11 @@
     state.session = session;
     session.addEventListener('state', (event) => showStates(event.detail));
     session.addEventListener('joined', (event) => enterRoom(event.detail, mic));
+    session.addEventListener('interrupted', () => BF.reconnect.showReconnecting(ui.reconnecting, true));
+    session.addEventListener('resumed', (event) => {
+      BF.reconnect.showReconnecting(ui.reconnecting, false);
+      renderPeople(event.detail.participants);
+    });
     session.addEventListener('participants', (event) => renderPeople(event.detail));
     session.addEventListener('levels', (event) => showLevels(event.detail));
     session.addEventListener('caption', (event) => showCaption(event.detail));
@@ -265,12 +273,15 @@
     ui.roomView.hidden = false;
     setJoining(false);
     showUnlock();
+    wakeLock.hold();
   }
 
   function leaveRoom(reason) {
     const session = state.session;
     state.session = null;
     hideNotice();
+    wakeLock.release();
+    BF.reconnect.showReconnecting(ui.reconnecting, false);
     if (state.micMeter) state.micMeter.stop();
     if (state.incomingMeter) state.incomingMeter.stop();
     state.micMeter = null;
@@ -308,6 +319,7 @@
   const STATE_WORDS = {
     connecting: 'connecting', open: 'connected', closed: 'closed', new: 'waiting',
     connected: 'connected', disconnected: 'interrupted', failed: 'failed',
+    reconnecting: 'reconnecting…',
   };
 
   function showStates({ socket, peer }) {
@@ -324,6 +336,7 @@
     for (const person of participants) {
       const item = document.createElement('li');
       item.className = 'person';
+      item.dataset.id = person.id;
       const avatar = document.createElement('span');
       avatar.className = 'avatar';
       avatar.style.setProperty('--hue', String(hue(person.id)));
@@ -351,8 +364,9 @@
       level.append(document.createElement('i'), document.createElement('i'), document.createElement('i'));
       level.style.setProperty('--level', levels.get(person.id) || '0');
       item.append(avatar, text, level);
+      BF.reconnect.markPerson(item, person);
       ui.participants.append(item);
-      state.people.set(person.id, { item, level });
+      state.people.set(person.id, { item, level, status: person.status });
     }
     const me = participants.find((person) => person.id === state.me);
     if (me && me.lang !== state.myLang) rememberLanguage(me.lang);
@@ -798,6 +812,9 @@
         states: session ? { ...session.states } : null,
         lang: state.myLang,
         participants: [...state.people.keys()],
+        statuses: Object.fromEntries([...state.people].map(([id, entry]) => [id, entry.status])),
+        reconnecting: Boolean(session && session.interrupted),
+        wake_lock: wakeLock.held,
         mic: state.micMeter ? state.micMeter.snapshot() : null,
         incoming: state.incomingMeter ? state.incomingMeter.snapshot() : null,
         audio: state.micMeter ? state.micMeter.source.context.state : null,

@@ -28,7 +28,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.fixtures.browser import LaunchParticipant, Participant
-from tests.fixtures.server import ServerFactory
+from tests.fixtures.server import ServerFactory, signaling_of
 from tests.fixtures.speech import compose
 
 pytestmark = pytest.mark.browser
@@ -184,6 +184,53 @@ async def test_language_change_leave_and_rejoin(
     await bob.wait_until(CONNECTED)
     await ana.wait_until(CONNECTED)
     assert await bob.page.locator("#participants .person").count() == 2
+
+
+# Installed in a page: records what the page ever showed about reconnecting, since the
+# moment itself may be shorter than a poll.
+WATCH_RECONNECTING = """(other) => {
+  const seen = window.__reconnectSeen = {banner: false, otherAway: false, otherGone: false};
+  const look = () => {
+    if (!document.getElementById('reconnecting').hidden) seen.banner = true;
+    const rows = [...document.querySelectorAll('#participants .person')];
+    const row = rows.find((item) => item.querySelector('.avatar') && item.dataset.id === other);
+    if (!row) seen.otherGone = true;
+    else if (row.classList.contains('is-reconnecting')) seen.otherAway = true;
+  };
+  new MutationObserver(look).observe(document.body, {subtree: true, childList: true,
+                                                     attributes: true});
+  look();
+}"""
+
+
+async def test_a_dropped_connection_comes_back_by_itself_with_the_same_id(
+    launch_participant: LaunchParticipant, tmp_path: Path, babblefish: TestServer
+) -> None:
+    ana, bob = await two_in_a_room(launch_participant, tmp_path)
+    ana_id = (await ana.stats())["id"]
+    await ana.page.evaluate(WATCH_RECONNECTING, "")
+    await bob.page.evaluate(WATCH_RECONNECTING, ana_id)
+    resumed_after = await ana.page.evaluate("Date.now()")
+
+    # The network goes: the server's end of Ana's socket vanishes, with no close frame.
+    signaling = signaling_of(babblefish)
+    session = next(s for s in signaling.sessions if s.participant and s.participant.id == ana_id)
+    session.ws._req.transport.abort()
+
+    await ana.wait_until(
+        f"s.id === '{ana_id}' && s.joined && !s.reconnecting && s.states.peer === 'connected'"
+    )
+    await bob.wait_until(f"s.statuses['{ana_id}'] === 'connected'")
+    # Each hears the other again, on Ana's new peer connection.
+    heard_since = (
+        f"s.incoming && s.incoming.history.some(([t, level]) => t > {resumed_after} && level > 0.3)"
+    )
+    await ana.wait_until(heard_since)
+    await bob.wait_until(heard_since)
+    assert (await ana.page.evaluate("window.__reconnectSeen"))["banner"]
+    bob_saw = await bob.page.evaluate("window.__reconnectSeen")
+    assert bob_saw == {"banner": False, "otherAway": True, "otherGone": False}
+    assert (await ana.stats())["wake_lock"] is True
 
 
 async def test_unreachable_server_is_explained(
