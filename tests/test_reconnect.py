@@ -100,7 +100,7 @@ async def test_a_dropped_speaker_resumes_with_the_same_id_voice_and_mix(
     assert voice["participant"] == alice.id and voice["id"] != alice.id  # a voiceprint
     participant = signaling_of(server).rooms.get("table").participants[alice.id]
     await alice.send({"type": "set_mix", "original": 0.4})
-    await eventually(lambda: participant.listener.settings["original"] == 0.4)
+    await eventually(lambda: participant.listener.mix.original == 0.4)
 
     token = alice.resume_token
     await alice.drop()  # mid-meeting, without a word
@@ -123,11 +123,12 @@ async def test_a_dropped_speaker_resumes_with_the_same_id_voice_and_mix(
     assert after["speaker"]["id"] == voice["id"]  # recognised as the same voice
     assert after["speaker"]["participant"] == alice.id
     assert len(translator.segments) == 2
-    assert participant.listener.settings["original"] == 0.4
+    assert participant.listener.mix.original == 0.4
     assert after["speaker"]["seconds"] > voice["seconds"]  # her enrolment went on
     last_speakers = [m for m in watch.seen if m["type"] == "speakers"][-1]
     assert [s["id"] for s in last_speakers["speakers"]] == [voice["id"]]
-    await bruno.recorder.wait_for(MIX_RATE)
+    await watch.until(lambda m: m["type"] == "latency" and m["utterance"] == after["utterance"])
+    await bruno.recorder.wait_for(MIX_RATE * 3 // 2)  # her translation, playing
     assert_speech_like(bruno.recorder.audio(starts[bruno]))
     # Bruno saw her reconnect, never leave and join again.
     assert all(alice.id in roster for roster in watch.rosters())

@@ -147,7 +147,7 @@ async def test_a_dropped_participant_is_reconnecting_then_resumes_as_themselves(
     ana_inbox, ben_inbox, back_inbox = Inbox(), Inbox(), Inbox()
     ana = rooms.join("r1", "Ana", "spa", ana_inbox)
     ben = rooms.join("r1", "Ben", "eng", ben_inbox)
-    ana.listener.settings["original"] = 0.5
+    ana.listener.mix.original = 0.5
     first_token, old_track = ana.resume_token, ana.listener.track
 
     await rooms.suspend(ana)
@@ -161,7 +161,7 @@ async def test_a_dropped_participant_is_reconnecting_then_resumes_as_themselves(
     assert claimed is ana and rooms.claim(first_token) is None  # one use only
     assert await rooms.resume(ana, back_inbox)
     assert ana.resume_token not in ("", first_token)
-    assert (ana.lang, ana.listener.settings["original"]) == ("spa", 0.5)
+    assert (ana.lang, ana.listener.mix.original) == ("spa", 0.5)
     assert ana.listener.track is not old_track and old_track.readyState == "ended"
     assert ana.take_held() == [{"type": "caption", "text": "hola"}]
     ana.send({"type": "caption", "text": "otra"})
