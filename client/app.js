@@ -21,7 +21,7 @@
     latencyTotal: $('latency-total'), latencyStages: $('latency-stages'),
     voicesCard: $('voices-card'), voices: $('voices'),
     lastTranscript: $('last-transcript'), lastRoom: $('last-room'),
-    reconnecting: $('reconnecting'),
+    reconnecting: $('reconnecting'), shareButton: $('share-button'),
   };
 
   // The server's default balance: the original about 15 dB under a translation.
@@ -62,6 +62,7 @@
   };
 
   const wakeLock = new BF.WakeLock();
+  const shareDialog = new BF.share.ShareDialog($('share-dialog'));
 
   const joinPicker = new BF.LanguagePicker($('join-lang'), $('join-lang-list'), () => {});
   const roomPicker = new BF.LanguagePicker($('room-lang'), $('room-lang-list'), (code) => {
@@ -770,6 +771,10 @@
     ui.serverUrl.value = defaultServer() || choices.server || '';
     ui.name.value = choices.name || '';
     ui.room.value = choices.room || '';
+    // Opened from an invite link: its room (and passcode, for a field that takes one).
+    const invite = BF.share.readInvite(location);
+    if (invite.room) ui.room.value = invite.room;
+    if (invite.passcode && $('passcode')) $('passcode').value = invite.passcode;
     // Opened from disk there is no page origin to fall back on: ask for the server.
     if (!defaultServer()) ui.serverBox.open = true;
 
@@ -784,6 +789,11 @@
     });
     $('notice-close').addEventListener('click', hideNotice);
     ui.leaveButton.addEventListener('click', () => state.session && state.session.leave());
+    // Secrets the join carried (a passcode) travel in the link's fragment.
+    ui.shareButton.addEventListener('click', () => state.session && shareDialog.open(
+      BF.share.inviteLink(state.server.base, state.room, { passcode: state.session.join.passcode }),
+      new URL('qr', state.server.base).href,
+    ));
     ui.unlockAudio.addEventListener('click', unlockAudio);
     ui.muteButton.addEventListener('click', () => setMuted(ui.muteButton.getAttribute('aria-pressed') !== 'true'));
     window.addEventListener('pagehide', () => state.session && state.session.leave());

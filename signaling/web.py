@@ -14,6 +14,7 @@ from aiortc import RTCIceServer
 from media.ice import browser_ice_server, offer_host_addresses
 from media.peer import PeerConnections
 from signaling.handlers import core_messages
+from signaling.invite import add_invite_routes
 from signaling.languages import LanguageSource, table_languages
 from signaling.messages import MessageRegistry
 from signaling.rooms import RESUME_GRACE_SECONDS, Rooms
@@ -87,6 +88,7 @@ def create_app(
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
     app.router.add_get("/languages", list_languages)
+    add_invite_routes(app)
     _serve_client(app, settings.client_dir)
     return app
 

@@ -20,12 +20,14 @@ checks who heard whom by correlating the level envelopes.
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from tests.fixtures.browser import LaunchParticipant, Participant
 from tests.fixtures.server import ServerFactory, signaling_of
@@ -231,6 +233,48 @@ async def test_a_dropped_connection_comes_back_by_itself_with_the_same_id(
     bob_saw = await bob.page.evaluate("window.__reconnectSeen")
     assert bob_saw == {"banner": False, "otherAway": True, "otherGone": False}
     assert (await ana.stats())["wake_lock"] is True
+
+
+async def test_share_shows_the_room_link_as_a_qr_code_that_scans_back_to_it(
+    launch_participant: LaunchParticipant, tmp_path: Path, babblefish_url: str
+) -> None:
+    pyzbar = pytest.importorskip("pyzbar.pyzbar", reason="pip install pyzbar; apt libzbar0")
+    ana = await launch_participant(fake_mic(tmp_path / "ana.wav", "Hello.", 1.0))
+    await ana.join("Ana", "table-7", "eng")
+    await ana.page.click("#share-button")
+    dialog = ana.page.locator("#share-dialog")
+    await dialog.wait_for(state="visible")
+    link = f"{babblefish_url}?room=table-7"
+    assert await dialog.locator(".share-link").input_value() == link
+    qr = dialog.locator(".share-qr")
+    await qr.wait_for(state="visible")
+    image = Image.open(io.BytesIO(await qr.screenshot()))
+    assert [code.data.decode() for code in pyzbar.decode(image)] == [link]
+
+    # A phone that scans it gets the room filled in.
+    phone = await launch_participant(fake_mic(tmp_path / "phone.wav", "Hi.", 1.0))
+    await phone.page.goto(link)
+    assert await phone.page.locator("#room").input_value() == "table-7"
+
+
+INVITE_SCRIPT = """() => {
+  const S = BF.share;
+  return {
+    plain: S.inviteLink('https://host:8443/', 'r1'),
+    locked: S.inviteLink('https://host:8443/app/', 'r1', {passcode: 'p w&1', token: ''}),
+    read: S.readInvite({search: '?room=r1&x=1', hash: '#passcode=p+w%261'}),
+  };
+}"""
+
+
+async def test_invite_links_carry_the_passcode_only_in_the_fragment(
+    launch_participant: LaunchParticipant, tmp_path: Path, babblefish_url: str
+) -> None:
+    page = (await launch_participant(fake_mic(tmp_path / "a.wav", "Hello.", 1.0))).page
+    result = await page.evaluate(INVITE_SCRIPT)
+    assert result["plain"] == "https://host:8443/?room=r1"
+    assert result["locked"] == "https://host:8443/app/?room=r1#passcode=p+w%261"
+    assert result["read"] == {"room": "r1", "passcode": "p w&1"}
 
 
 async def test_unreachable_server_is_explained(
