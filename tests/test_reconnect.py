@@ -205,3 +205,29 @@ async def test_a_token_dies_with_a_real_leave(
     await again.send({"type": "resume", "token": token})
     await expect_error(again, ErrorCode.RESUME_FAILED)
     assert len(signaling_of(babblefish).rooms) == 0
+
+
+async def test_failed_media_on_a_live_socket_is_resumed_too(
+    babblefish: TestServer, peer_factory: PeerFactory
+) -> None:
+    signaling = signaling_of(babblefish)
+    alice, bruno = [await peer_factory(babblefish) for _ in range(2)]
+    await alice.join("ice", "Alice", "eng")
+    await bruno.join("ice", "Bruno", "eng")
+    await alice.connect()
+    await bruno.connect()
+    watch = Watch(bruno)
+
+    assert alice.pc is not None
+    await alice.pc.close()  # the media path dies; the socket is fine
+    await expect_error(alice, ErrorCode.ICE_FAILED)
+    assert await alice.closed() == (4001, ErrorCode.ICE_FAILED)
+    await watch.until(status_of(alice.id, "reconnecting"))
+
+    again = await peer_factory(babblefish)
+    await again.resume(alice.resume_token)
+    await again.connect()
+    await everyone_connected(again, bruno)
+    await watch.until(status_of(alice.id, "connected"))
+    assert again.id == alice.id and len(signaling.peers) == 2
+    assert all(alice.id in roster for roster in watch.rosters())
