@@ -61,6 +61,7 @@
     mixTimer: null,
   };
 
+  const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton);
   const wakeLock = new BF.WakeLock();
   const shareDialog = new BF.share.ShareDialog($('share-dialog'));
 
@@ -155,6 +156,7 @@
       return;
     }
     state.server = server;
+    access.useServer(server.base);
     ui.serverSummary.textContent = new URL(server.base).host;
     $('join-lang').placeholder = 'Loading languages…';
     let body;
@@ -222,7 +224,7 @@
       const kind = { NotAllowedError: 'mic_denied', SecurityError: 'mic_denied', NotFoundError: 'mic_missing', OverconstrainedError: 'mic_missing' }[error.name];
       return showProblem(kind || 'mic_busy');
     }
-    startSession(mic, { room: choices.room, name: choices.name, lang });
+    startSession(mic, { room: choices.room, name: choices.name, lang, ...access.joinFields() });
   }
 
   function setJoining(joining) {
@@ -234,7 +236,10 @@
     const session = new BF.Session(state.server, join, mic);
     state.session = session;
     session.addEventListener('state', (event) => showStates(event.detail));
-    session.addEventListener('joined', (event) => enterRoom(event.detail, mic));
+    session.addEventListener('joined', (event) => {
+      access.joined(session.server.base, event.detail);
+      enterRoom(event.detail, mic);
+    });
     session.addEventListener('interrupted', () => BF.reconnect.showReconnecting(ui.reconnecting, true));
     session.addEventListener('resumed', (event) => {
       BF.reconnect.showReconnecting(ui.reconnecting, false);
@@ -311,6 +316,7 @@
     ui.joinView.hidden = false;
     setJoining(false);
     if (reason.serverError) showNotice({ text: BF.messages.serverError(reason.serverError.code, reason.serverError.message) });
+    if (reason.serverError && session) access.refused(session.server.base, reason.serverError.code);
     else if (reason.problem === 'unreachable' && session) showProblem(unreachableKind(session.server));
     else if (reason.problem) showProblem(reason.problem);
   }
@@ -742,12 +748,12 @@
     view.edit.focus();
   }
 
-  // The server's rule for names: 1-64 printable characters (plain spaces allowed, no
-  // other separators or control and format characters).
+  // The server's rule for names: 1-64 printable characters (plain spaces and the zero-width
+  // joiners of Persian or emoji allowed, no other separators or control and format characters).
   function finishRename(id, input) {
     const name = input.value.trim();
     const problem = !name ? 'Type a name.'
-      : /[\p{C}\p{Z}]/u.test(name.replaceAll(' ', '')) ? 'Use printable characters only.'
+      : /[\p{C}\p{Z}]/u.test(name.replace(/[ \u200c\u200d]/g, '')) ? 'Use printable characters only.'
         : [...name].length > 64 ? 'Use at most 64 characters.' : '';
     input.setCustomValidity(problem);
     if (problem) {
@@ -771,10 +777,9 @@
     ui.serverUrl.value = defaultServer() || choices.server || '';
     ui.name.value = choices.name || '';
     ui.room.value = choices.room || '';
-    // Opened from an invite link: its room (and passcode, for a field that takes one).
+    // Opened from an invite link: its room (access.js takes the fragment's secrets).
     const invite = BF.share.readInvite(location);
     if (invite.room) ui.room.value = invite.room;
-    if (invite.passcode && $('passcode')) $('passcode').value = invite.passcode;
     // Opened from disk there is no page origin to fall back on: ask for the server.
     if (!defaultServer()) ui.serverBox.open = true;
 
@@ -789,11 +794,13 @@
     });
     $('notice-close').addEventListener('click', hideNotice);
     ui.leaveButton.addEventListener('click', () => state.session && state.session.leave());
-    // Secrets the join carried (a passcode) travel in the link's fragment.
-    ui.shareButton.addEventListener('click', () => state.session && shareDialog.open(
-      BF.share.inviteLink(state.server.base, state.room, { passcode: state.session.join.passcode }),
-      new URL('qr', state.server.base).href,
-    ));
+    // Secrets the join carried (access token, passcode) travel in the link's fragment.
+    ui.shareButton.addEventListener('click', () => {
+      if (!state.session) return;
+      const { token, passcode } = state.session.join;
+      const link = BF.share.inviteLink(state.server.base, state.room, { passcode, token });
+      shareDialog.open(link, new URL('qr', state.server.base).href);
+    });
     ui.unlockAudio.addEventListener('click', unlockAudio);
     ui.muteButton.addEventListener('click', () => setMuted(ui.muteButton.getAttribute('aria-pressed') !== 'true'));
     window.addEventListener('pagehide', () => state.session && state.session.leave());

@@ -22,7 +22,7 @@
   // The server does not trickle ICE, so the offer waits for our candidates, up to this.
   const GATHER_TIMEOUT_MS = 2000;
   // Codes after which the server closes the socket; we wait for the close to end.
-  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed']);
+  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed', 'too_many_sockets', 'join_timeout']);
   // Socket closes after which the server keeps our place: no close frame (the network
   // went), our media failed (4001), or a server error. Anything else is the end.
   const RESUMABLE_CLOSES = new Set([1006, 4001, 1011, 1012]);
@@ -142,7 +142,9 @@
         if (ws !== this.ws) return;
         this.opened = true;
         if (this.interrupted) {
-          this.send({ type: 'resume', token: this.resumeToken });
+          // A new socket: the operator's token (when the server has one) goes along again.
+          const access = this.join.token ? { token: this.join.token } : {};
+          this.send({ type: 'resume', resume_token: this.resumeToken, ...access });
         } else {
           this.setState('socket', 'open');
           this.send({ type: 'join', ...this.join });

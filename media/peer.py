@@ -22,6 +22,7 @@ from media.rtp_jitter import AudioJitterBuffer
 
 _MEDIA_LINE = re.compile(r"^m=(\w+)", re.MULTILINE)
 _OPUS = re.compile(r"^a=rtpmap:\d+ opus/48000", re.MULTILINE | re.IGNORECASE)
+_FINGERPRINT = re.compile(r"^a=fingerprint:\S+ [0-9A-Fa-f:]+\s*$", re.MULTILINE)
 
 
 class OfferError(ValueError):
@@ -37,6 +38,9 @@ def check_offer(sdp: str) -> None:
         raise OfferError(f"expected exactly one m=audio section, got {media or 'none'}")
     if not _OPUS.search(sdp):
         raise OfferError("the audio section must offer opus/48000")
+    if not _FINGERPRINT.search(sdp):
+        # Without it DTLS cannot start: aiortc would answer, then fail with a traceback.
+        raise OfferError("the offer has no a=fingerprint line (DTLS is required)")
 
 
 def tune_receiver(receiver: RTCRtpReceiver) -> AudioJitterBuffer:

@@ -8,8 +8,16 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode
 
 from media.peer import OfferError
-from signaling.messages import ErrorCode, Message, MessageRegistry, ProtocolError, text
-from signaling.rooms import Participant, RoomFull
+from signaling.access import retry_later
+from signaling.messages import (
+    ErrorCode,
+    Message,
+    MessageRegistry,
+    ProtocolError,
+    optional,
+    text,
+)
+from signaling.rooms import Participant, RoomFull, TooManyRooms
 from signaling.session import Session
 
 MAX_SDP_CHARS = 60_000
@@ -18,7 +26,8 @@ ROOM = text(1, 64, pattern=r"[A-Za-z0-9_-]+")
 NAME = text(1, 64, printable=True)
 LANG = text(1, 16)
 SDP = text(1, MAX_SDP_CHARS)
-TOKEN = text(1, 128)
+PASSCODE = optional(text(1, 64, printable=True))
+RESUME_TOKEN = text(1, 128)
 
 
 def _listenable(session: Session, lang: str) -> str:
@@ -33,12 +42,19 @@ async def join(session: Session, message: Message) -> None:
     if session.participant is not None:
         raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
     lang = _listenable(session, message["lang"])
+    rooms = session.server.rooms
+    existing = rooms.get(message["room"])
+    passcode = message.get("passcode")
+    if existing is not None:
+        session.server.access.check_passcode(session.address, passcode, existing.passcode)
     try:
-        participant = session.server.rooms.join(
-            message["room"], message["name"], lang, session.send
-        )
+        participant = rooms.join(message["room"], message["name"], lang, session.send)
     except RoomFull as error:
         raise ProtocolError(ErrorCode.ROOM_FULL, str(error)) from error
+    except TooManyRooms as error:
+        raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, str(error)) from error
+    if existing is None:
+        participant.room.passcode = passcode  # whoever opens the room may lock it
     session.participant = participant
     session.send(_welcome("joined", session, participant))
 
@@ -48,7 +64,10 @@ async def resume(session: Session, message: Message) -> None:
     if session.participant is not None:
         raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
     rooms = session.server.rooms
-    participant = rooms.claim(message["token"])
+    guesses = session.server.access.backoff
+    if (wait := guesses.wait(session.address)) > 0:
+        raise retry_later(wait)
+    participant = rooms.claim(message["resume_token"])
     if participant is not None:
         # Owned from here on, so that if this socket dies too the participant is suspended.
         session.participant = participant
@@ -58,6 +77,7 @@ async def resume(session: Session, message: Message) -> None:
         if not await rooms.resume(participant, session.send):
             session.participant = participant = None
     if participant is None:
+        guesses.failed(session.address)
         raise ProtocolError(
             ErrorCode.RESUME_FAILED,
             "that place in the room is gone (left, or away for more than "
@@ -76,6 +96,7 @@ def _welcome(kind: str, session: Session, participant: Participant) -> Message:
         "name": participant.name,
         "lang": participant.lang,
         "participants": participant.room.roster(),
+        "locked": participant.room.passcode is not None,
         "ice_servers": session.server.ice_servers,
         "resume_token": participant.resume_token,
     }
@@ -116,8 +137,13 @@ async def leave(session: Session, message: Message) -> None:
 def core_messages() -> MessageRegistry:
     """A registry with the core protocol; features register more types on it."""
     registry = MessageRegistry()
-    registry.register("join", join, {"room": ROOM, "name": NAME, "lang": LANG}, requires_join=False)
-    registry.register("resume", resume, {"token": TOKEN}, requires_join=False)
+    registry.register(
+        "join", join, {"room": ROOM, "name": NAME, "lang": LANG, "passcode": PASSCODE},
+        requires_join=False,
+    )
+    registry.register(
+        "resume", resume, {"resume_token": RESUME_TOKEN}, requires_join=False
+    )
     registry.register("offer", offer, {"sdp": SDP})
     registry.register("set_lang", set_lang, {"lang": LANG})
     registry.register("leave", leave)

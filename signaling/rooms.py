@@ -102,11 +102,17 @@ class RoomFull(Exception):
     pass
 
 
+class TooManyRooms(Exception):
+    pass
+
+
 class Room:
     def __init__(self, room_id: str, mixer: RoomMixer) -> None:
         self.id = room_id
         self.mixer = mixer
         self.participants: dict[str, Participant] = {}
+        self.passcode: str | None = None
+        """Set by whoever opened the room; later joiners must give it."""
         self._levels: asyncio.Task[None] | None = None
 
     def roster(self) -> list[dict[str, str]]:
@@ -151,9 +157,11 @@ class Rooms:
         max_participants: int = 50,
         mixer_factory: Callable[[], RoomMixer] | None = None,
         executor: Executor | None = None,
+        max_rooms: int = 100,
         resume_grace: float = RESUME_GRACE_SECONDS,
     ) -> None:
         self.max_participants = max_participants
+        self.max_rooms = max_rooms
         self.resume_grace = resume_grace
         self._mixer_factory = mixer_factory or (lambda: RoomMixer(executor=executor))
         self._rooms: dict[str, Room] = {}
@@ -196,6 +204,8 @@ class Rooms:
         room = self._rooms.get(room_id)
         if room is not None and len(room.participants) >= self.max_participants:
             raise RoomFull(f"room {room_id!r} has {self.max_participants} participants already")
+        if room is None and len(self._rooms) >= self.max_rooms:
+            raise TooManyRooms(f"the server has {self.max_rooms} rooms open already")
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self._mixer_factory())
             room.start()

@@ -20,7 +20,7 @@ from ai.warmup import warm_up
 from signaling.languages import LanguageInfo
 from signaling.live import LiveTranslation
 from signaling.metrics import Metrics
-from signaling.web import SIGNALING
+from signaling.web import SETTINGS, SIGNALING
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def mount_translation(
         written=loaded.translator.text_languages,
         seamless_spoken=loaded.translator.speech_languages,
     )
-    add_rest_routes(app, engines)
+    add_rest_routes(app, engines, max_upload_bytes=app[SETTINGS].max_upload_bytes)
     app[SIGNALING].languages = lambda: [LanguageInfo(**info) for info in engines.languages()]
     embed = loaded.embedder.embed_async if loaded.embedder is not None else None
 

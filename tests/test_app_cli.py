@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 
 from app import FLAGS, build_parser, parse_settings
+from signaling.session import SessionLimits
 from signaling.tls import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,26 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
     assert parse_settings([], {"BABBLEFISH_HTTP": "0"}).http is False
 
 
+def test_access_and_limit_flags_reach_the_server_settings() -> None:
+    env = {
+        "BABBLEFISH_ACCESS_TOKEN": "from-env",
+        "BABBLEFISH_ALLOWED_ORIGIN": "https://a.example, https://b.example:8443, null",
+        "BABBLEFISH_JOIN_TIMEOUT": "12.5",
+    }
+    argv = ["--max-rooms", "7", "--max-sockets-per-address", "3", "--rest-concurrency", "2",
+            "--max-upload-bytes", "1000", "--idle-timeout", "4"]
+    settings = parse_settings(argv, env)
+    assert settings.access_token == "from-env"
+    assert settings.allowed_origins == ["https://a.example", "https://b.example:8443", "null"]
+    assert settings.limits.join_timeout == 12.5 and settings.limits.sockets_per_address == 3
+    assert settings.limits.outbox == SessionLimits().outbox  # the rest of the group stays
+    assert (settings.max_rooms, settings.rest_concurrency) == (7, 2)
+    assert (settings.max_upload_bytes, settings.idle_timeout) == (1000, 4.0)
+    defaults = parse_settings([], {})
+    assert defaults.access_token is None and defaults.allowed_origins == []
+    assert defaults.limits == SessionLimits()
+
+
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
@@ -88,6 +109,9 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
         (["--max-participants", "0"], {}),
         (["--resume-grace", "-1"], {}),
         ([], {"BABBLEFISH_RESUME_GRACE": "nan"}),
+        (["--join-timeout", "0"], {}),
+        (["--allowed-origin", "evil.example"], {}),
+        ([], {"BABBLEFISH_MAX_ROOMS": "-3"}),
     ],
 )
 def test_bad_settings_exit_with_a_message(
@@ -194,3 +218,27 @@ def test_missing_models_exit_with_one_message_naming_each_flag(tmp_path: Path) -
     for flag in ("--seamless-model", "--speaker-model", "--kokoro-model", "--kokoro-voices"):
         assert flag in result.stderr
     assert "facebook/seamless-m4t-v2-large" in result.stderr
+
+
+async def test_connections_that_never_complete_a_request_are_closed(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"BABBLEFISH_PORT": str(port), "BABBLEFISH_DATA_DIR": str(tmp_path),
+           "BABBLEFISH_IDLE_TIMEOUT": "0.5"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "app.py"), "--no-translation", "--http", "--host", "127.0.0.1",
+        cwd=ROOT, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while b"listening" not in (line := await process.stdout.readline()):
+                assert line, "app.py exited before listening"
+            silent = await asyncio.open_connection("127.0.0.1", port)
+            trickle = await asyncio.open_connection("127.0.0.1", port)
+            trickle[1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a slowloris never ends it
+            for reader, _ in (silent, trickle):
+                assert await reader.read() == b""  # the server closed it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()

@@ -171,11 +171,11 @@ async def test_a_wrong_or_expired_token_is_refused_and_the_grace_ends_in_a_leave
     watch = Watch(bruno)
 
     stranger = await peer_factory(server)
-    await stranger.send({"type": "resume", "token": "x" * 43})
+    await stranger.send({"type": "resume", "resume_token": "x" * 43})
     error = await expect_error(stranger, ErrorCode.RESUME_FAILED)
     assert "join again" in str(error["message"])
     await stranger.join("late", "Carol", "eng")  # the socket stays usable
-    await stranger.send({"type": "resume", "token": alice.resume_token})
+    await stranger.send({"type": "resume", "resume_token": alice.resume_token})
     await expect_error(stranger, ErrorCode.ALREADY_JOINED)
 
     token = alice.resume_token
@@ -183,7 +183,7 @@ async def test_a_wrong_or_expired_token_is_refused_and_the_grace_ends_in_a_leave
     await watch.until(status_of(alice.id, "reconnecting"))
     await watch.until(without(alice.id))  # the grace ran out: a normal leave
     late = await peer_factory(server)
-    await late.send({"type": "resume", "token": token})
+    await late.send({"type": "resume", "resume_token": token})
     await expect_error(late, ErrorCode.RESUME_FAILED)
 
     room = signaling.rooms.get("late")
@@ -202,7 +202,7 @@ async def test_a_token_dies_with_a_real_leave(
     await alice.send({"type": "leave"})
     assert await alice.closed() == (1000, "left")
     again = await peer_factory(babblefish)
-    await again.send({"type": "resume", "token": token})
+    await again.send({"type": "resume", "resume_token": token})
     await expect_error(again, ErrorCode.RESUME_FAILED)
     assert len(signaling_of(babblefish).rooms) == 0
 
