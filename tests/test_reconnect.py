@@ -231,3 +231,23 @@ async def test_failed_media_on_a_live_socket_is_resumed_too(
     await watch.until(status_of(alice.id, "connected"))
     assert again.id == alice.id and len(signaling.peers) == 2
     assert all(alice.id in roster for roster in watch.rosters())
+
+
+async def test_behind_an_operator_token_a_resume_needs_it_too(
+    babblefish_factory: ServerFactory, peer_factory: PeerFactory
+) -> None:
+    operator = "s3cret-operator-token"
+    server = await babblefish_factory(access_token=operator)
+    alice = await peer_factory(server)
+    await alice.send(
+        {"type": "join", "room": "private", "name": "Alice", "lang": "eng", "token": operator}
+    )
+    token = (await alice.expect("joined"))["resume_token"]
+    await alice.drop()
+
+    again = await peer_factory(server)
+    await again.send({"type": "resume", "resume_token": token})
+    await expect_error(again, ErrorCode.UNAUTHORIZED)
+    await again.send({"type": "resume", "resume_token": token, "token": operator})
+    resumed = await again.expect("resumed")
+    assert resumed["name"] == "Alice" and resumed["room"] == "private"
