@@ -244,6 +244,8 @@
     session.addEventListener('resumed', (event) => {
       BF.reconnect.showReconnecting(ui.reconnecting, false);
       renderPeople(event.detail.participants);
+      // The server kept our balance; a slider moved while we were away had no socket.
+      if (state.mix !== DEFAULT_MIX) session.setMix(state.mix);
     });
     session.addEventListener('participants', (event) => renderPeople(event.detail));
     session.addEventListener('levels', (event) => showLevels(event.detail));
