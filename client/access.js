@@ -63,13 +63,20 @@
   }
 
   class AccessFields {
-    // Adds the token and passcode fields to the join form, before `before`.
-    constructor(form, before) {
+    // Adds the token and passcode fields to the join form, before `before`, and a "locked"
+    // mark to `roomTitle` while in a room that has a passcode.
+    constructor(form, before, roomTitle) {
       this.token = field('access-token', 'Access token',
         'This server is private: ask whoever runs it for the token. It is remembered on this device.');
       this.passcode = field('passcode', 'Room passcode (optional)',
         'Opening a new room with a passcode locks it; a locked room needs its passcode.');
       this.token.wrapper.hidden = true;
+      this.lockMark = document.createElement('span');
+      this.lockMark.className = 'muted lock-mark';
+      this.lockMark.textContent = ' 🔒 locked';
+      this.lockMark.title = 'Joining this room needs its passcode';
+      this.lockMark.hidden = true;
+      roomTitle.append(this.lockMark);
       form.insertBefore(this.token.wrapper, before);
       form.insertBefore(this.passcode.wrapper, before);
       this.linkToken = '';
@@ -99,7 +106,7 @@
       const fields = {};
       const token = this.token.input.value.trim();
       const passcode = this.passcode.input.value;
-      if (token) fields.token = token;
+      if (token) fields.access_token = token;
       if (passcode) fields.passcode = passcode;
       return fields;
     }
@@ -108,7 +115,7 @@
       const token = this.token.input.value.trim();
       if (token) storeToken(server, token);
       this.linkToken = '';
-      this.locked = Boolean(message.locked);
+      this.lockMark.hidden = !message.locked;
     }
 
     // The server refused the join: show and focus the field that needs attention.
@@ -124,10 +131,16 @@
       }
     }
 
+    // Headers for the server's REST routes (e.g. POST /qr), which a private server guards.
+    authHeaders() {
+      const token = this.token.input.value.trim();
+      return token ? { Authorization: `Bearer ${token}` } : {};
+    }
+
     // The fragment of an invite link to this room: the passcode and the token, if any.
     inviteFragment() {
       const params = new URLSearchParams();
-      const { token, passcode } = this.joinFields();
+      const { access_token: token, passcode } = this.joinFields();
       if (token) params.set('token', token);
       if (passcode) params.set('passcode', passcode);
       const text = params.toString();

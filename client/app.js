@@ -61,7 +61,7 @@
     mixTimer: null,
   };
 
-  const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton);
+  const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton, $('room-title'));
   const wakeLock = new BF.WakeLock();
   const shareDialog = new BF.share.ShareDialog($('share-dialog'));
 
@@ -799,9 +799,9 @@
     // Secrets the join carried (access token, passcode) travel in the link's fragment.
     ui.shareButton.addEventListener('click', () => {
       if (!state.session) return;
-      const { token, passcode } = state.session.join;
+      const { access_token: token, passcode } = state.session.join;
       const link = BF.share.inviteLink(state.server.base, state.room, { passcode, token });
-      shareDialog.open(link, new URL('qr', state.server.base).href);
+      shareDialog.open(link, new URL('qr', state.server.base).href, access.authHeaders());
     });
     ui.unlockAudio.addEventListener('click', unlockAudio);
     ui.muteButton.addEventListener('click', () => setMuted(ui.muteButton.getAttribute('aria-pressed') !== 'true'));

@@ -143,7 +143,7 @@
         this.opened = true;
         if (this.interrupted) {
           // A new socket: the operator's token (when the server has one) goes along again.
-          const access = this.join.token ? { token: this.join.token } : {};
+          const access = this.join.access_token ? { access_token: this.join.access_token } : {};
           this.send({ type: 'resume', resume_token: this.resumeToken, ...access });
         } else {
           this.setState('socket', 'open');
@@ -159,6 +159,10 @@
     }
 
     send(message) {
+      // A private server hears nothing on a socket until a message carries its token, and
+      // a new socket may start with another message than `join`: every one carries it.
+      const token = this.join.access_token;
+      if (token) message = { ...message, access_token: token };
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
     }
 

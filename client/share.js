@@ -44,7 +44,8 @@
       dialog.querySelector('.share-close').addEventListener('click', () => dialog.close());
     }
 
-    async open(href, qrEndpoint) {
+    // `headers` authorise the QR request on a server with an operator token.
+    async open(href, qrEndpoint, headers = {}) {
       this.href = href;
       this.link.value = href;
       this.status.textContent = '';
@@ -52,7 +53,7 @@
       if (!this.dialog.open) this.dialog.showModal();
       this.link.select();
       try {
-        const response = await fetch(qrEndpoint, { method: 'POST', body: href, cache: 'no-store' });
+        const response = await fetch(qrEndpoint, { method: 'POST', body: href, headers, cache: 'no-store' });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         const svg = await response.blob();
         if (this.href !== href) return;

@@ -82,19 +82,24 @@ class MixStats:
     pre-encoded silence packet and cost no encoding)."""
 
 
+MixTap = Callable[[str, Pcm | None], None]
+"""Told, per tick, each listener's id and the audio they were sent (None: silence)."""
+
+
 def _mix_and_encode(
     jobs: Sequence[tuple[_EncodeStream, Sequence[tuple[Pcm, float]]]],
     encoder_factory: Callable[[], OpusEncoder],
-) -> list[bytes]:
-    payloads = []
+) -> list[tuple[bytes, Pcm]]:
+    encoded = []
     for stream, parts in jobs:
         mix = np.zeros(FRAME_SAMPLES, np.float32)
         for pcm, gain in parts:
             mix += pcm if gain == 1.0 else pcm * np.float32(gain)
         if stream.encoder is None:
             stream.encoder = encoder_factory()
-        payloads.append(stream.encoder.encode(stream.limiter(mix)))
-    return payloads
+        limited = stream.limiter(mix)
+        encoded.append((stream.encoder.encode(limited), limited))
+    return encoded
 
 
 class RoomMixer:
@@ -131,6 +136,7 @@ class RoomMixer:
         self._listeners: dict[str, Listener] = {}
         self._sources: dict[str, MixSource] = {}
         self._streams: dict[MixKey, _EncodeStream] = {}
+        self._taps: list[MixTap] = []
         self._silence = silence_packet()
         self._next_tick = 0
         self._runner: asyncio.Task[None] | None = None
@@ -154,6 +160,25 @@ class RoomMixer:
         listener = self._listeners.pop(listener_id, None)
         if listener is not None:
             listener.track.stop()
+
+    def add_tap(self, tap: MixTap) -> None:
+        """Call `tap` every tick with each listener's mix, the very PCM that was encoded
+        for them (echo cancellers use it as their reference). Taps run on the loop and
+        must be quick; the mix is shared by listeners with equal mixes, so do not modify
+        it."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: MixTap) -> None:
+        with contextlib.suppress(ValueError):
+            self._taps.remove(tap)
+
+    def _tell_taps(self, listener_id: str, pcm: Pcm | None) -> None:
+        for tap in list(self._taps):
+            try:
+                tap(listener_id, pcm)
+            except Exception:
+                log.exception("mix tap failed; removing it")
+                self.remove_tap(tap)
 
     def add_source(self, key: str, source: MixSource) -> None:
         """Mix `source` from the next tick; `key` names it in `MixKey`s (a participant id
@@ -198,18 +223,19 @@ class RoomMixer:
         ]
         if len(jobs) > INLINE_ENCODES:
             loop = asyncio.get_running_loop()
-            payloads = await loop.run_in_executor(
+            results = await loop.run_in_executor(
                 self._executor, _mix_and_encode, jobs, self._encoder_factory
             )
         else:
-            payloads = _mix_and_encode(jobs, self._encoder_factory)
-        encoded = dict(zip(audible, payloads, strict=True))
+            results = _mix_and_encode(jobs, self._encoder_factory)
+        encoded = dict(zip(audible, results, strict=True))
         for key, members in groups.items():
-            payload = encoded.get(key, self._silence)
+            payload, pcm = encoded.get(key, (self._silence, None))
             for listener in members:
                 # Members removed while the executor ran must not be fed again.
                 if listener.id in self._listeners:
                     listener.track.push(payload, (tick - listener.first_tick) * FRAME_SAMPLES)
+                    self._tell_taps(listener.id, pcm)
         self._expire_streams(set(audible))
         self.stats.ticks += 1
         self.stats.encoded_frames += len(jobs)

@@ -98,8 +98,11 @@ class Access:
         if _same_secret(given, expected):
             self.backoff.succeeded(address)
             return
+        if given is None:
+            # Not a guess: a first visit that does not know yet that it needs one.
+            raise ProtocolError(code, f"this needs the {what}")
         self.backoff.failed(address)
-        raise ProtocolError(code, f"missing or wrong {what}")
+        raise ProtocolError(code, f"wrong {what}")
 
     def origin_allowed(self, request: web.BaseRequest) -> bool:
         """A browser page from this server or from an `--allowed-origin` may open sockets.

@@ -217,9 +217,9 @@ class Session:
                 )
             kind, message = self.server.messages.parse(data)
             if not self.authorized:
-                # Any message may carry the token (join, or a later feature's own first
-                # message); until one does, nothing else is heard.
-                self.server.access.check_token(self.address, message.get("token"))
+                # Any message may carry `access_token` (join, or another first message such
+                # as a resume); until one does, nothing else is heard.
+                self.server.access.check_token(self.address, message.get("access_token"))
                 self.authorized = True
             if kind.requires_join and self.participant is None:
                 raise ProtocolError(ErrorCode.NOT_JOINED, f"{kind.name}: join a room first")

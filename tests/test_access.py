@@ -40,13 +40,15 @@ async def test_with_a_token_the_socket_serves_only_whoever_gives_it(
 
     await peer.send(join())
     await expect_error(peer, ErrorCode.UNAUTHORIZED)
-    await peer.send(join(token="guess"))
+    await peer.send(join(access_token="guess"))
+    await expect_error(peer, ErrorCode.UNAUTHORIZED)
+    await peer.send(join(token=TOKEN))  # `token` is another secret's field (resume)
     await expect_error(peer, ErrorCode.UNAUTHORIZED)
     await peer.send({"type": "offer", "sdp": "v=0"})  # nothing else is heard meanwhile
     await expect_error(peer, ErrorCode.UNAUTHORIZED)
     assert len(signaling_of(server).rooms) == 0
 
-    await joined(peer, join(token=TOKEN))
+    await joined(peer, join(access_token=TOKEN))
     assert signaling_of(server).rooms.participant_count == 1
 
 
@@ -125,10 +127,13 @@ async def test_repeated_wrong_guesses_from_one_address_must_wait(
 ) -> None:
     server = await babblefish_factory(access_token=TOKEN)
     peer = await peer_factory(server)
-    for attempt in range(FREE_FAILURES + 1):
-        await peer.send(join(token=f"guess-{attempt}"))
+    for _ in range(FREE_FAILURES + 2):  # not knowing a token is needed is no guess
+        await peer.send(join())
         await expect_error(peer, ErrorCode.UNAUTHORIZED)
-    await peer.send(join(token=TOKEN))  # even the right token waits its turn
+    for attempt in range(FREE_FAILURES + 1):
+        await peer.send(join(access_token=f"guess-{attempt}"))
+        await expect_error(peer, ErrorCode.UNAUTHORIZED)
+    await peer.send(join(access_token=TOKEN))  # even the right token waits its turn
     error = await expect_error(peer, ErrorCode.RETRY_LATER)
     assert error["retry_after"] == 1
 

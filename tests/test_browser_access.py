@@ -61,6 +61,7 @@ async def test_token_and_passcode_gate_the_page_and_an_invite_link_carries_both(
     await host.page.click("#join-button")
     await host.page.locator("#room-view").wait_for(state="visible")
     await host.wait_until("s.joined && s.participants.length === 1")
+    assert await host.page.locator("#room-title .lock-mark").is_visible()
 
     # A stranger with the token but not the passcode stays out of the locked room.
     await stranger.page.goto(f"{babblefish_url}#token={TOKEN}")

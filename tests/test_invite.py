@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from signaling.invite import MAX_QR_TEXT_BYTES
+from tests.fixtures.server import ServerFactory
 
 
 async def test_qr_code_of_a_link_is_an_svg(babblefish: TestServer) -> None:
@@ -28,3 +29,14 @@ async def test_qr_code_refuses_what_it_cannot_encode(babblefish: TestServer) -> 
         too_long = "x" * (MAX_QR_TEXT_BYTES + 1)
         assert (await session.post(url, data=too_long)).status == 413
         assert (await session.get(url, params={"text": "x"})).status != 200  # never in a URL
+
+
+async def test_behind_an_operator_token_the_qr_code_needs_it(
+    babblefish_factory: ServerFactory,
+) -> None:
+    server = await babblefish_factory(access_token="s3cret")
+    url = server.make_url("/qr")
+    async with aiohttp.ClientSession() as session:
+        assert (await session.post(url, data="https://h/?room=r")).status == 401
+        authorized = {"Authorization": "Bearer s3cret"}
+        assert (await session.post(url, data="https://h/?room=r", headers=authorized)).status == 200

@@ -158,6 +158,38 @@ async def test_silent_listeners_of_one_language_share_one_encode(
     assert payloads["s"] != shared  # the speaker gets silence, not their own voice
 
 
+async def test_taps_see_each_listeners_encoded_mix_and_silence(
+    mixer: RoomMixer, encoders: list[RecordingEncoder]
+) -> None:
+    speech = tone(300, 0.4, ticks=2)
+    mixer.add_source("a", FrameSource(
+        [voice("a", "eng", speech[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(2)]
+    ))
+    people = room(mixer, ("a", "eng"), ("b", "eng"), ("c", "spa"))
+    seen: list[tuple[str, Pcm | None]] = []
+    mixer.add_tap(lambda pid, pcm: seen.append((pid, pcm)))
+    await run(mixer, people, 3)
+    by_tick = [dict(seen[i : i + 3]) for i in range(0, 9, 3)]
+    assert by_tick[0]["a"] is None and by_tick[0]["c"] is None  # silence: nothing sent
+    first = by_tick[0]["b"]
+    assert first is not None
+    np.testing.assert_array_equal(first, encoders[0].calls[0])  # exactly what was encoded
+    assert by_tick[2] == {"a": None, "b": None, "c": None}
+
+
+async def test_a_failing_tap_is_removed_and_mixing_goes_on(mixer: RoomMixer) -> None:
+    people = room(mixer, ("a", "eng"))
+    calls = []
+
+    def broken(pid: str, pcm: Pcm | None) -> None:
+        calls.append(pid)
+        raise RuntimeError("boom")
+
+    mixer.add_tap(broken)
+    got = await run(mixer, people, 2)
+    assert calls == ["a"] and len(got["a"]) == 2
+
+
 async def test_a_speaking_listener_gets_their_own_minus_self_mix(
     mixer: RoomMixer, encoders: list[RecordingEncoder]
 ) -> None:

@@ -240,7 +240,10 @@ async def test_behind_an_operator_token_a_resume_needs_it_too(
     server = await babblefish_factory(access_token=operator)
     alice = await peer_factory(server)
     await alice.send(
-        {"type": "join", "room": "private", "name": "Alice", "lang": "eng", "token": operator}
+        {
+            "type": "join", "room": "private", "name": "Alice", "lang": "eng",
+            "access_token": operator,
+        }
     )
     token = (await alice.expect("joined"))["resume_token"]
     await alice.drop()
@@ -248,6 +251,6 @@ async def test_behind_an_operator_token_a_resume_needs_it_too(
     again = await peer_factory(server)
     await again.send({"type": "resume", "resume_token": token})
     await expect_error(again, ErrorCode.UNAUTHORIZED)
-    await again.send({"type": "resume", "resume_token": token, "token": operator})
+    await again.send({"type": "resume", "resume_token": token, "access_token": operator})
     resumed = await again.expect("resumed")
     assert resumed["name"] == "Alice" and resumed["room"] == "private"
