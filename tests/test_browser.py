@@ -38,6 +38,7 @@ pytestmark = pytest.mark.browser
 ROOM_SCREENSHOT = Path("/tmp/babblefish-room.png")
 CAPTIONS_SCREENSHOT = Path("/tmp/babblefish-captions.png")
 LIVE_ROOM_SCREENSHOT = Path("/tmp/babblefish-live-room.png")
+SHARE_SCREENSHOT = Path("/tmp/babblefish-share.png")
 BIN_S = 0.1
 MAX_LAG_S = 2.0
 SPEAKING = 0.5
@@ -250,6 +251,7 @@ async def test_share_shows_the_room_link_as_a_qr_code_that_scans_back_to_it(
     await qr.wait_for(state="visible")
     image = Image.open(io.BytesIO(await qr.screenshot()))
     assert [code.data.decode() for code in pyzbar.decode(image)] == [link]
+    await ana.page.screenshot(path=str(SHARE_SCREENSHOT))
 
     # A phone that scans it gets the room filled in.
     phone = await launch_participant(fake_mic(tmp_path / "phone.wav", "Hi.", 1.0))
