@@ -35,6 +35,10 @@ class SessionLimits:
     dropped and its socket is closed (1008) rather than buffering without end."""
     join_timeout: float = 30.0
     """Seconds a socket may stay open without joining a room (1008, `join_timeout`)."""
+    close_timeout: float = 10.0
+    """Seconds a closed socket's unsent data (the close frame last) may take to reach the
+    client. One that has not read it by then is cut off, so a silent non-reader cannot
+    keep its connection and buffers after leaving."""
     sockets_per_address: int = 64
     """Open WebSockets from one client address. Generous, since a whole office or a
     table of phones may share one public address behind NAT."""

@@ -150,7 +150,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # aiohttp itself refuses frames far over the limit; the session answers the rest with
     # a `too_large` error before closing.
     ws = web.WebSocketResponse(
-        heartbeat=HEARTBEAT_SECONDS, max_msg_size=4 * signaling.limits.max_message_bytes
+        heartbeat=HEARTBEAT_SECONDS,
+        max_msg_size=4 * signaling.limits.max_message_bytes,
     )
     await ws.prepare(request)
     address = request.remote or ""
@@ -173,7 +174,20 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         await session.run()
     finally:
         signaling.sessions.discard(session)
+        transport = request.transport
+        if transport is not None and transport.get_write_buffer_size():
+            # The close frame is still queued behind unread data. A slow reader gets it
+            # in time; one that reads nothing would hold the connection and its buffer
+            # forever (a closing transport waits to flush), so it is cut off.
+            asyncio.get_running_loop().call_later(
+                signaling.limits.close_timeout, _cut_off_if_unread, transport
+            )
     return ws
+
+
+def _cut_off_if_unread(transport: asyncio.BaseTransport) -> None:
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        transport.abort()
 
 
 def _rest_limits(concurrency: int, max_body: int) -> Callable[..., Awaitable[web.StreamResponse]]:

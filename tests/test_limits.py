@@ -140,6 +140,29 @@ async def test_a_client_that_stops_reading_leaves_the_room_and_gets_1008(
     await eventually(server_is_idle(server))
 
 
+async def test_a_client_that_never_reads_again_is_cut_off_after_the_close_timeout(
+    babblefish_factory: ServerFactory, peer_factory: PeerFactory
+) -> None:
+    server = await babblefish_factory(
+        messages=flooding_messages(), limits=SessionLimits(close_timeout=0.2)
+    )
+    watcher = await peer_factory(server)
+    await watcher.join("r", "Watcher", "eng")
+    async with aiohttp.ClientSession() as http:
+        sleeper = await http.ws_connect(server.make_url("/ws"))
+        await sleeper.send_json({"type": "join", "room": "r", "name": "Sleeper", "lang": "eng"})
+        await eventually(lambda: signaling_of(server).rooms.participant_count == 2)
+        assert len(server.runner.server.connections) == 2  # type: ignore[union-attr]
+        # First its buffers fill and the server's writer waits on them; then it overflows.
+        await watcher.send({"type": "flood", "count": 200})
+        sessions = signaling_of(server).sessions
+        await eventually(lambda: any(s._outbox.qsize() > 100 for s in sessions))
+        await watcher.send({"type": "flood", "count": 200})
+        await eventually(lambda: len(signaling_of(server).sessions) == 1)
+        # Its connection is released too, though it never read what was sent to it.
+        await eventually(lambda: len(server.runner.server.connections) == 1)  # type: ignore[union-attr]
+
+
 async def test_shutdown_sends_1001_to_every_socket_even_a_backlogged_one(
     babblefish_factory: ServerFactory, peer_factory: PeerFactory
 ) -> None:
