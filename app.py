@@ -151,6 +151,9 @@ FLAGS: list[Flag] = [
     Flag("--resume-grace", "resume_grace",
          "seconds a participant whose connection dropped keeps their place, to reconnect "
          "with the same id and voice (0: a drop is a leave)", _grace_seconds, metavar="SECONDS"),
+    Flag("--ice-timeout", "ice_timeout",
+         "seconds an answered offer may take to connect before its peer connection is "
+         "released (the client gets ice_failed)", _seconds, metavar="SECONDS"),
     Flag("--access-token", "access_token",
          "operator token: when set, the WebSocket (a `token` field) and the REST face "
          "(Authorization: Bearer) require it; the page stays public and asks for it. "
@@ -345,6 +348,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("Loading the translation engines ...", flush=True)
         mount_translation(app, load_engines(models, settings.threads))
     asyncio.run(serve(settings, app, ssl_context, note))
+    if not settings.no_translation:
+        # Everything is closed by now: sockets, peer connections, and each model's thread
+        # joined (see signaling.translation). What is left is the interpreter collecting
+        # torch's and transformers' object graphs, 5-20 s on a busy host, past the 5 s a
+        # service manager allows for a stop; nothing of ours is lost by skipping it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

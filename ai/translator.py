@@ -191,6 +191,6 @@ class SeamlessTranslator:
         finally:
             self._waiting -= 1
 
-    def close(self) -> None:
-        """Drops calls not yet started; one already running finishes on its thread."""
-        self._thread.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Drops calls not yet started; with `wait`, blocks until the running one ended."""
+        self._thread.shutdown(wait=wait, cancel_futures=True)

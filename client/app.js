@@ -232,6 +232,10 @@
     ui.joinButton.textContent = joining ? 'Joining…' : 'Join';
   }
 
+  const table = new BF.TablePanel($('table-box'), (id, together) => {
+    if (state.session) state.session.setTable(id, together);
+  });
+
   function startSession(mic, join) {
     const session = new BF.Session(state.server, join, mic);
     state.session = session;
@@ -252,6 +256,7 @@
     session.addEventListener('caption', (event) => showCaption(event.detail));
     session.addEventListener('latency', (event) => showLatency(event.detail));
     session.addEventListener('speakers', (event) => showSpeakers(event.detail));
+    session.addEventListener('table', (event) => table.showTable(event.detail));
     session.addEventListener('track', (event) => playIncoming(event.detail));
     session.addEventListener('server-error', (event) => {
       showNotice({ text: BF.messages.serverError(event.detail.code, event.detail.message) });
@@ -299,6 +304,7 @@
     state.audioBlocked = false;
     state.people.clear();
     ui.participants.replaceChildren();
+    table.clear();
     // The captions stay in the log, for the download links under the form.
     showLastTranscript();
     ui.captions.replaceChildren(ui.captionsEmpty);
@@ -379,6 +385,7 @@
     }
     const me = participants.find((person) => person.id === state.me);
     if (me && me.lang !== state.myLang) rememberLanguage(me.lang);
+    table.showPeople(participants, state.me);
     ui.peopleCount.textContent = `(${participants.length})`;
     $('alone').hidden = participants.length !== 1;
     $('alone-room').textContent = ui.roomName.textContent;

@@ -18,6 +18,7 @@
     too_large: 'This page sent the server a message that was too large, and was disconnected. Join again.',
     rate_limited: 'This page sent too many requests too quickly and was disconnected. Wait a moment, then join again.',
     unknown_speaker: 'That voice is no longer in this room\'s list, so it cannot be renamed.',
+    unknown_participant: 'That person has left the room, so they cannot be seated at your table.',
     unauthorized: 'This server is private. Type the access token that whoever runs it gave you, then join again.',
     wrong_passcode: 'This room is locked. Type its passcode (whoever opened the room knows it), then join again.',
     retry_later: (detail) => `Too many wrong tokens or passcodes from your network: ${detail}`,

@@ -14,6 +14,7 @@
 //   caption       the `caption` message (one utterance, partial or final, in our language)
 //   latency       the `latency` message (our language's audio for an utterance started)
 //   speakers      [{id, name, color, participant, seconds, confidence, voice}]
+//   table         the `table` message (who is at our table, and hand-made overrides)
 //   server-error  {code, message}       a recoverable error; we are still in the room
 //   ended         {problem} | {serverError} | {}   the session is over (empty: we left)
 (function (BF) {
@@ -66,6 +67,9 @@
     },
     speakers(session, msg) {
       if (Array.isArray(msg.speakers)) session.emit('speakers', msg.speakers);
+    },
+    table(session, msg) {
+      if (Array.isArray(msg.members)) session.emit('table', msg);
     },
     error(session, msg) {
       const error = { code: msg.code, message: msg.message };
@@ -272,6 +276,12 @@
     // The server answers with a `speakers` message, or `bad_field` / `unknown_speaker`.
     renameSpeaker(speaker, name) {
       this.send({ type: 'rename_speaker', speaker, name });
+    }
+
+    // Seat `participant` at our table (true), apart (false), or as the microphones say
+    // (null). The server answers with a `table` message, or `unknown_participant`.
+    setTable(participant, together) {
+      this.send({ type: 'set_table', participant, together });
     }
 
     leave() {

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from media.frames import FRAME_MS, FRAME_SAMPLES, MixSource, Pcm, SourceFrame
+from media.frames import FRAME_MS, FRAME_SAMPLES, MixSource, Pcm, SourceFrame, WakingSource
 from media.limiter import Limiter
 from media.mix_policy import MixSettings
 from media.opus import OpusEncoder, silence_packet
@@ -27,6 +27,12 @@ INLINE_ENCODES = 2
 
 MAX_CATCH_UP = 0.1
 """Seconds behind schedule up to which the mixer runs late ticks back to back."""
+
+QUIET_TICKS_BEFORE_SLEEP = 150
+"""After 3 s in which no source gave a frame, a mixer whose sources are all `WakingSource`s
+and none `pending` stops ticking until one wakes it: a silent or empty room costs nothing
+(500 idle rooms took a whole core at 50 ticks a second each). Listeners then get no packets,
+a gap their decoders play as silence, as with Opus DTX."""
 
 STREAM_IDLE_TICKS = 50
 """An encode stream unused for 1 s is dropped; until then a mix that comes back (the same
@@ -80,6 +86,8 @@ class MixStats:
     encode_streams: int = 0
     """Distinct non-silent mixes encoded in the last tick (silent listeners share a
     pre-encoded silence packet and cost no encoding)."""
+    sleeps: int = 0
+    """Times the mixer stopped ticking because its room was silent."""
 
 
 MixTap = Callable[[str, Pcm | None], None]
@@ -140,6 +148,9 @@ class RoomMixer:
         self._silence = silence_packet()
         self._next_tick = 0
         self._runner: asyncio.Task[None] | None = None
+        self._quiet_ticks = 0
+        self._awake = asyncio.Event()
+        self.sleeping = False
 
     @property
     def listeners(self) -> Sequence[Listener]:
@@ -154,6 +165,8 @@ class RoomMixer:
             raise ValueError(f"listener {listener.id} is already mixed for")
         listener.first_tick = self._next_tick
         self._listeners[listener.id] = listener
+        listener.track.on_connected = self.wake
+        self.wake()
         return listener
 
     def remove_listener(self, listener_id: str) -> None:
@@ -186,9 +199,17 @@ class RoomMixer:
         if key in self._sources:
             raise ValueError(f"source {key} is already mixed")
         self._sources[key] = source
+        if isinstance(source, WakingSource):
+            source.wake_with(self.wake)
+        self.wake()
 
     def remove_source(self, key: str) -> None:
         self._sources.pop(key, None)
+
+    def wake(self) -> None:
+        """Tick again if asleep: a source has audio, or the room changed."""
+        self._quiet_ticks = 0
+        self._awake.set()
 
     def start(self) -> None:
         if self._runner is None:
@@ -210,6 +231,7 @@ class RoomMixer:
         tick = self._next_tick
         self._next_tick += 1
         frames = self._pull()
+        self._quiet_ticks = 0 if frames else self._quiet_ticks + 1
         active = list(frames.values())
         groups: dict[MixKey, list[Listener]] = {}
         for listener in list(self._listeners.values()):
@@ -279,10 +301,35 @@ class RoomMixer:
             if stream.idle_ticks > STREAM_IDLE_TICKS:
                 del self._streams[key]
 
+    def _may_sleep(self) -> bool:
+        if not self._listeners:
+            return True
+        if self._quiet_ticks < QUIET_TICKS_BEFORE_SLEEP:
+            return False
+        return all(
+            isinstance(source, WakingSource) and not source.pending
+            for source in self._sources.values()
+        )
+
+    async def _sleep(self) -> None:
+        self._awake.clear()
+        self.sleeping = True
+        self.stats.sleeps += 1
+        slept_from = time.monotonic()
+        try:
+            await self._awake.wait()
+        finally:
+            self.sleeping = False
+        # The listeners' clocks ran on: their next packet's timestamp jumps over the gap.
+        self._next_tick += int((time.monotonic() - slept_from) / TICK_SECONDS)
+
     async def _run(self) -> None:
         start = time.monotonic()
         first = self._next_tick
         while True:
+            if self._may_sleep():
+                await self._sleep()
+                start, first = time.monotonic(), self._next_tick
             deadline = start + (self._next_tick - first) * TICK_SECONDS
             lateness = time.monotonic() - deadline
             if lateness < 0:

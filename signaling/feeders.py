@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from ai.utterance import Utterance
@@ -13,6 +13,9 @@ from media.inbound import Chunk16k
 from signaling.rooms import Participant
 
 log = logging.getLogger(__name__)
+
+CleanMic = Callable[[Participant, Chunk16k], Awaitable[list[Chunk16k]]]
+"""A raw microphone chunk in, the chunks the VAD should hear out (`RoomTables.clean`)."""
 
 INBOUND_QUEUE_CHUNKS = 250
 """16 kHz chunks (20 ms each, so 5 s) a feeder may fall behind before the oldest are
@@ -34,9 +37,10 @@ class _Feeder:
 class Feeders:
     """One room's feeders: a task per participant, started on join and awaited on leave.
 
-    Each feeder reads its participant's 16 kHz queue, cuts utterances with the VAD and
-    hands each to `submit`, tagged with the language the participant speaks then. A
-    feeder that dies is logged with its error; nothing else stops it but `stop`/`close`.
+    Each feeder reads its participant's 16 kHz queue, passes each chunk through `clean`
+    (the room's acoustic tables) when given, cuts utterances with the VAD and hands each to
+    `submit`, tagged with the language the participant speaks then. A feeder that dies is
+    logged with its error; nothing else stops it but `stop`/`close`.
     """
 
     def __init__(
@@ -45,11 +49,13 @@ class Feeders:
         vad: VadSettings,
         submit: Callable[[Utterance], object],
         on_segmented: Callable[[], None] = lambda: None,
+        clean: CleanMic | None = None,
     ) -> None:
         self._room_id = room_id
         self._vad = vad
         self._submit = submit
         self._on_segmented = on_segmented
+        self._clean = clean
         self._feeders: dict[str, _Feeder] = {}
 
     def __iter__(self) -> Iterator[str]:
@@ -89,11 +95,15 @@ class Feeders:
         while True:
             try:
                 async with asyncio.timeout(STALLED_SECONDS):
-                    chunk = await queue.get()
+                    raw = await queue.get()
             except TimeoutError:
                 self._hand_on(participant, segmenter.flush())
-                chunk = await queue.get()
-            self._hand_on(participant, segmenter.push(chunk.samples, chunk.time, chunk.received))
+                raw = await queue.get()
+            chunks = [raw] if self._clean is None else await self._clean(participant, raw)
+            for chunk in chunks:
+                self._hand_on(
+                    participant, segmenter.push(chunk.samples, chunk.time, chunk.received)
+                )
 
     def _hand_on(self, participant: Participant, utterances: list[Utterance]) -> None:
         for utterance in utterances:

@@ -1,5 +1,5 @@
 """Handlers of the client -> server messages: the core (join, offer, set_lang, leave) and
-live translation's (set_mix, rename_speaker)."""
+live translation's (set_mix, rename_speaker, set_table)."""
 
 from __future__ import annotations
 
@@ -150,11 +150,24 @@ def core_messages() -> MessageRegistry:
     return registry
 
 
-class SpeakerRenamer(Protocol):
+class LiveControls(Protocol):
     def rename_speaker(self, participant: Participant, speaker: str, name: str) -> None:
         """Renames a speaker of `participant`'s room. Raises KeyError naming an unknown
         speaker, ValueError saying why a name is refused."""
         ...
+
+    async def set_table(
+        self, participant: Participant, other_id: str, together: bool | None
+    ) -> None:
+        """Seats `participant` and `other_id` together, apart, or as heard (None). Raises
+        KeyError naming an unknown participant, ValueError for a pair that cannot be."""
+        ...
+
+
+def _together(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be true, false or null")
+    return value
 
 
 def _unit_interval(value: Any) -> float:
@@ -171,18 +184,31 @@ async def set_mix(session: Session, message: Message) -> None:
     participant.listener.mix.original = message["original"]
 
 
-def live_messages(registry: MessageRegistry, speakers: SpeakerRenamer) -> None:
+def live_messages(registry: MessageRegistry, live: LiveControls) -> None:
     """Adds live translation's message types to `registry`."""
 
     async def rename_speaker(session: Session, message: Message) -> None:
         participant = session.participant
         assert participant is not None  # requires_join
         try:
-            speakers.rename_speaker(participant, message["speaker"], message["name"])
+            live.rename_speaker(participant, message["speaker"], message["name"])
         except KeyError as error:
             raise ProtocolError("unknown_speaker", str(error.args[0])) from error
         except ValueError as error:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"rename_speaker: {error}") from error
 
+    async def set_table(session: Session, message: Message) -> None:
+        participant = session.participant
+        assert participant is not None  # requires_join
+        try:
+            await live.set_table(participant, message["participant"], message["together"])
+        except KeyError as error:
+            raise ProtocolError(ErrorCode.UNKNOWN_PARTICIPANT, str(error.args[0])) from error
+        except ValueError as error:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"set_table: {error}") from error
+
     registry.register("set_mix", set_mix, {"original": _unit_interval})
     registry.register("rename_speaker", rename_speaker, {"speaker": text(1, 32), "name": NAME})
+    registry.register(
+        "set_table", set_table, {"participant": text(1, 32), "together": _together}
+    )

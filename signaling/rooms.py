@@ -61,9 +61,17 @@ class Participant:
         self.listener = Listener(self.id, self.lang)
         self.held = deque(maxlen=HELD_MESSAGES)
 
-    def describe(self) -> dict[str, str]:
-        status = "reconnecting" if self.reconnecting else "connected"
-        return {"id": self.id, "name": self.name, "lang": self.lang, "status": status}
+    def describe(self) -> dict[str, Any]:
+        """A roster entry; `table` lists who shares this participant's table, if anyone."""
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "lang": self.lang,
+            "status": "reconnecting" if self.reconnecting else "connected",
+        }
+        if self.listener.mix.table:
+            entry["table"] = sorted(self.listener.mix.table)
+        return entry
 
     def hold(self, message: dict[str, Any]) -> None:
         """`send` while the participant is away: keep what they will still want."""
@@ -115,7 +123,7 @@ class Room:
         """Set by whoever opened the room; later joiners must give it."""
         self._levels: asyncio.Task[None] | None = None
 
-    def roster(self) -> list[dict[str, str]]:
+    def roster(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.participants.values()]
 
     def broadcast(self, message: dict[str, Any], exclude: Participant | None = None) -> None:

@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, web
 from aiortc import RTCIceServer
 
 from media.ice import browser_ice_server, offer_host_addresses
-from media.peer import PeerConnections
+from media.peer import ICE_CONNECT_TIMEOUT, PeerConnections
 from signaling.access import Access
 from signaling.handlers import core_messages
 from signaling.http_log import quiet_malformed_requests
@@ -60,6 +60,8 @@ class ServerSettings:
     limits: SessionLimits = field(default_factory=SessionLimits)
     resume_grace: float = RESUME_GRACE_SECONDS
     """Seconds a dropped participant may `resume`; 0 makes every drop a leave."""
+    ice_timeout: float = ICE_CONNECT_TIMEOUT
+    """Seconds an answered offer may take to connect before its peer connection is released."""
     access_token: str | None = None
     """When set, `/ws` and the REST face require it (see docs/protocol.md, Access)."""
     allowed_origins: list[str] = field(default_factory=list)
@@ -102,7 +104,7 @@ def create_app(
             max_rooms=settings.max_rooms,
             resume_grace=settings.resume_grace,
         ),
-        peers=PeerConnections(settings.ice_servers),
+        peers=PeerConnections(settings.ice_servers, settings.ice_timeout),
         messages=messages or core_messages(),
         languages=languages,
         ice_servers=[browser_ice_server(server) for server in settings.ice_servers],
@@ -224,13 +226,18 @@ def _rest_error(status: int, code: str, message: str) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    rooms = request.app[SIGNALING].rooms
+    signaling = request.app[SIGNALING]
+    rooms = signaling.rooms
     return web.json_response(
         {
             "status": "ok",
             "uptime": round(time.monotonic() - request.app[STARTED], 3),
             "rooms": len(rooms),
             "participants": rooms.participant_count,
+            # For leak checks (bench/soak.py): each falls back to its idle value.
+            "sockets": len(signaling.sessions),
+            "peer_connections": len(signaling.peers),
+            "tasks": len(asyncio.all_tasks()),
         }
     )
 

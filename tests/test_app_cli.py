@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from ai.models import TestAssets
 from app import FLAGS, build_parser, parse_settings
 from signaling.session import SessionLimits
 from signaling.tls import self_signed_certificate
@@ -218,6 +219,59 @@ def test_missing_models_exit_with_one_message_naming_each_flag(tmp_path: Path) -
     for flag in ("--seamless-model", "--speaker-model", "--kokoro-model", "--kokoro-voices"):
         assert flag in result.stderr
     assert "facebook/seamless-m4t-v2-large" in result.stderr
+
+
+async def test_sigterm_with_the_engines_loaded_and_speech_in_flight_exits_0(
+    tmp_path: Path, tiny_seamless_dir: Path, wespeaker_dir: Path, test_assets: TestAssets
+) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "app.py"), "--http", "--host", "127.0.0.1",
+        "--port", str(port), "--data-dir", str(tmp_path),
+        "--seamless-model", str(tiny_seamless_dir), "--speaker-model", str(wespeaker_dir),
+        "--kokoro-model", str(test_assets.kokoro_model),
+        "--kokoro-voices", str(test_assets.kokoro_voices),
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    output = b""
+    try:
+        async with asyncio.timeout(600):  # start-up warms every Kokoro language
+            while b"listening" not in output:
+                line = await process.stdout.readline()
+                assert line, f"app.py exited before listening:\n{output.decode()}"
+                output += line
+            base = f"http://127.0.0.1:{port}"
+            text = "Good morning everyone, today we talk about the new project and its parts."
+            async with aiohttp.ClientSession() as session:
+                requests = [
+                    asyncio.create_task(session.post(f"{base}/speak", json=body))
+                    for body in (
+                        {"text": text, "lang": "eng"},
+                        {"text": text, "lang": "spa"},
+                    )
+                ] + [
+                    asyncio.create_task(session.post(f"{base}/translate", json={
+                        "text": text, "source_lang": "eng", "target_lang": "spa"}))
+                ]
+                async with session.get(f"{base}/health") as reply:
+                    assert reply.status == 200  # the requests above are in by now
+                process.send_signal(signal.SIGTERM)
+                replies = await asyncio.gather(*requests, return_exceptions=True)
+                for reply in replies:
+                    if isinstance(reply, aiohttp.ClientResponse):
+                        assert reply.status in (200, 503), reply.status
+                        reply.release()
+            output += await process.stdout.read()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text_out = output.decode(errors="replace")
+    assert code == 0, text_out[-3000:]
+    assert "terminate called" not in text_out and "Traceback" not in text_out, text_out[-3000:]
 
 
 async def test_connections_that_never_complete_a_request_are_closed(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
@@ -15,7 +15,8 @@ from media.jitter import JitterBuffer
 from media.limiter import CEILING, Limiter
 from media.mix_policy import DEFAULT_ORIGINAL, MixSettings, translated_mix
 from media.mixer import Listener, RoomMixer
-from media.opus import OpusEncoder
+from media.opus import OpusEncoder, silence_packet
+from media.playout import TranslationPlayout
 from media.resample import Decimator
 
 
@@ -415,3 +416,69 @@ async def test_16k_queue_is_a_real_asyncio_queue_for_consumers() -> None:
     inbound.receive(tone(300, 0.5), 0.0, 1.0)
     chunk = await waiter
     assert chunk.samples.dtype == np.float32 and chunk.received == 1.0
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never became true")
+
+
+async def test_a_room_with_nobody_to_hear_sleeps_at_once(mixer: RoomMixer) -> None:
+    mixer.start()
+    await eventually(lambda: mixer.sleeping)
+    assert mixer.stats.ticks == 0
+    listener = mixer.add_listener(Listener("a", "eng"))
+    await listener.track.recv()  # a listener wakes it
+    assert mixer.stats.ticks >= 1
+    await mixer.stop()
+
+
+async def test_a_silent_room_stops_ticking_until_someone_speaks(mixer: RoomMixer) -> None:
+    microphone = InboundAudio("a", "eng")
+    mixer.add_source("a", microphone)
+    listener = mixer.add_listener(Listener("b", "eng"))
+    mixer.start()
+    await eventually(lambda: mixer.sleeping)
+    ticks = mixer.stats.ticks
+    assert ticks >= 150  # three quiet seconds first
+    for _ in range(20):  # a silent microphone does not wake it
+        microphone.receive(np.zeros(FRAME_SAMPLES, np.float32), 0.0, 0.0)
+    await asyncio.sleep(0.1)
+    assert mixer.sleeping and mixer.stats.ticks == ticks
+    drain(listener)
+
+    for _ in range(3):
+        microphone.receive(tone(440, 0.3), 0.0, 0.0)
+    silence = silence_packet()
+    async with asyncio.timeout(10):
+        while bytes(await listener.track.recv()) == silence:
+            pass
+    assert mixer.stats.sleeps == 1
+    # The stale silence was not kept in front of the speech: it plays with the usual delay.
+    assert microphone.jitter.resynced == 1 and microphone.jitter.depth <= 2
+    await mixer.stop()
+
+
+async def test_a_reserved_translation_keeps_the_room_awake(mixer: RoomMixer) -> None:
+    playout = TranslationPlayout("eng")
+    mixer.add_source("translation:eng", playout)
+    mixer.add_listener(Listener("b", "eng"))
+    playout.reserve("u1", "a", 0.0)
+    assert playout.pending
+    for _ in range(200):
+        await mixer.tick()
+    assert not mixer._may_sleep()
+    playout.cancel("u1")
+    assert not playout.pending and mixer._may_sleep()
+
+
+def test_jitter_buffer_keeps_only_fresh_frames_after_nobody_popped() -> None:
+    buffer = JitterBuffer(prefill=2, capacity=6, trim_window=1000)
+    for level in range(10):
+        buffer.push(np.full(FRAME_SAMPLES, level / 10, np.float32))
+    frame = buffer.pop()
+    assert frame is not None and frame[0] == np.float32(0.8)
+    assert buffer.resynced == 1 and buffer.depth == 1
