@@ -106,6 +106,13 @@ def _origin(text: str) -> str:
     return text
 
 
+def _grace_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError("must be from 0 to 3600")
+    return value
+
+
 def _ice_address(text: str) -> str:
     plan_host_addresses([text])  # raises ValueError for anything but an IP address
     return text
@@ -141,6 +148,9 @@ FLAGS: list[Flag] = [
          _ice_address, repeatable=True, metavar="ADDR"),
     Flag("--max-participants", "max_participants", "participants per room", _positive,
          metavar="N"),
+    Flag("--resume-grace", "resume_grace",
+         "seconds a participant whose connection dropped keeps their place, to reconnect "
+         "with the same id and voice (0: a drop is a leave)", _grace_seconds, metavar="SECONDS"),
     Flag("--ice-timeout", "ice_timeout",
          "seconds an answered offer may take to connect before its peer connection is "
          "released (the client gets ice_failed)", _seconds, metavar="SECONDS"),

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode
 
 from media.peer import OfferError
+from signaling.access import retry_later
 from signaling.messages import (
     ErrorCode,
     Message,
@@ -26,6 +27,7 @@ NAME = text(1, 64, printable=True)
 LANG = text(1, 16)
 SDP = text(1, MAX_SDP_CHARS)
 PASSCODE = optional(text(1, 64, printable=True))
+RESUME_TOKEN = text(1, 128)
 
 
 def _listenable(session: Session, lang: str) -> str:
@@ -54,16 +56,50 @@ async def join(session: Session, message: Message) -> None:
     if existing is None:
         participant.room.passcode = passcode  # whoever opens the room may lock it
     session.participant = participant
-    session.send(
-        {
-            "type": "joined",
-            "id": participant.id,
-            "room": participant.room.id,
-            "participants": participant.room.roster(),
-            "locked": participant.room.passcode is not None,
-            "ice_servers": session.server.ice_servers,
-        }
-    )
+    session.send(_welcome("joined", session, participant))
+
+
+async def resume(session: Session, message: Message) -> None:
+    """Take back a participant whose connection dropped: same id, room and voice."""
+    if session.participant is not None:
+        raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
+    rooms = session.server.rooms
+    guesses = session.server.access.backoff
+    if (wait := guesses.wait(session.address)) > 0:
+        raise retry_later(wait)
+    participant = rooms.claim(message["resume_token"])
+    if participant is not None:
+        # Owned from here on, so that if this socket dies too the participant is suspended.
+        session.participant = participant
+        for other in list(session.server.sessions):
+            if other is not session and other.participant is participant:
+                await other.hand_over()  # its network changed before it noticed
+        if not await rooms.resume(participant, session.send):
+            session.participant = participant = None
+    if participant is None:
+        guesses.failed(session.address)
+        raise ProtocolError(
+            ErrorCode.RESUME_FAILED,
+            "that place in the room is gone (left, or away for more than "
+            f"{rooms.resume_grace:g} s); join again",
+        )
+    session.send(_welcome("resumed", session, participant))
+    for held in participant.take_held():
+        session.send(held)
+
+
+def _welcome(kind: str, session: Session, participant: Participant) -> Message:
+    return {
+        "type": kind,
+        "id": participant.id,
+        "room": participant.room.id,
+        "name": participant.name,
+        "lang": participant.lang,
+        "participants": participant.room.roster(),
+        "locked": participant.room.passcode is not None,
+        "ice_servers": session.server.ice_servers,
+        "resume_token": participant.resume_token,
+    }
 
 
 async def offer(session: Session, message: Message) -> None:
@@ -104,6 +140,9 @@ def core_messages() -> MessageRegistry:
     registry.register(
         "join", join, {"room": ROOM, "name": NAME, "lang": LANG, "passcode": PASSCODE},
         requires_join=False,
+    )
+    registry.register(
+        "resume", resume, {"resume_token": RESUME_TOKEN}, requires_join=False
     )
     registry.register("offer", offer, {"sdp": SDP})
     registry.register("set_lang", set_lang, {"lang": LANG})

@@ -37,6 +37,12 @@ def test_defaults() -> None:
     assert settings.data_dir == Path("data") and settings.cert is None
     assert settings.ice_servers == [] and settings.ice_addresses is None
     assert settings.max_participants == 50
+    assert settings.resume_grace == 30.0
+
+
+def test_resume_grace_from_flag_or_environment() -> None:
+    assert parse_settings(["--resume-grace", "0"], {}).resume_grace == 0.0
+    assert parse_settings([], {"BABBLEFISH_RESUME_GRACE": "90"}).resume_grace == 90.0
 
 
 def test_environment_overrides_defaults_and_flags_override_the_environment() -> None:
@@ -102,6 +108,8 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
         (["--ice-address", "my-host"], {}),
         (["--cert", "a.pem"], {}),
         (["--max-participants", "0"], {}),
+        (["--resume-grace", "-1"], {}),
+        ([], {"BABBLEFISH_RESUME_GRACE": "nan"}),
         (["--join-timeout", "0"], {}),
         (["--allowed-origin", "evil.example"], {}),
         ([], {"BABBLEFISH_MAX_ROOMS": "-3"}),

@@ -92,3 +92,25 @@ async def test_a_feeder_that_fails_is_logged_not_silent(
     assert record.exc_info is not None and "pipeline exploded" in str(record.exc_info[1])
     await feeders.close()  # a dead feeder still stops cleanly
     assert list(feeders) == []
+
+
+async def test_speech_cut_off_by_a_dropped_connection_is_submitted_without_waiting(
+    rooms: Rooms, english_speech: Speech
+) -> None:
+    ann = rooms.join("r", "Ann", "eng", lambda message: None)
+    submitted: list[Utterance] = []
+    got = asyncio.Event()
+
+    def submit(utterance: Utterance) -> None:
+        submitted.append(utterance)
+        got.set()
+
+    feeders = Feeders("r", VadSettings(), submit)
+    feeders.start(ann)
+    voiced_end = int(english_speech.voiced[0][1] * MIX_RATE)
+    cut = Speech(english_speech.audio[: voiced_end // 2], english_speech.rate, [])
+    speak(ann, cut)  # mid-sentence, her packets stop: nothing more ever arrives
+    await until(got)
+    (utterance,) = submitted
+    assert utterance.source_id == ann.id and utterance.duration > 0.5
+    await feeders.close()
