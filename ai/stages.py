@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
 
 from ai.batcher import MicroBatcher
@@ -27,7 +27,7 @@ SpeechRequest = tuple[Audio, str | None, Sequence[str]]
 SEAMLESS_SPOKEN = frozenset(code for code, lang in LANGUAGES.items() if lang.seamless_speech_out)
 """What SeamlessM4T v2's vocoder speaks; a loaded model may know fewer."""
 
-VoiceCaster = Callable[[str, str, Audio], str]
+VoiceCaster = Callable[[str, str, Audio], Awaitable[str]]
 """(speaker id, language, the speaker's 16 kHz audio) -> the synthesizer voice to use."""
 
 
@@ -137,7 +137,7 @@ class SpeakTranslation:
         async with self._slots:
             if self._synthesizer.speaks(lang):
                 speaker = utterance.speaker_id or utterance.source_id
-                voice = cast_voice(speaker, lang, utterance.audio)
+                voice = await cast_voice(speaker, lang, utterance.audio)
                 chunks = self._synthesizer.stream(text, lang, voice)
                 try:
                     async for chunk in chunks:

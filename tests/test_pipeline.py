@@ -97,7 +97,7 @@ class Identifier:
         return f"spk-{utterance.source_id}", utterance.source_id.title()
 
 
-def cast_voice(speaker_id: str, lang: str, audio: Audio) -> str:
+async def cast_voice(speaker_id: str, lang: str, audio: Audio) -> str:
     return f"{lang}/{speaker_id}"
 
 
