@@ -181,7 +181,7 @@ class TextTranslator:
             if not lang.text_out:
                 continue
             for token in (lang.flores, f"__{lang.whisper}__"):
-                if token in vocabulary:
+                if token is not None and token in vocabulary:
                     self._tokens[code] = token
                     break
         self.languages = frozenset(self._tokens)

@@ -37,7 +37,10 @@ class Translator:
         self.gate.set()
 
     async def translate_speech(
-        self, batch: Sequence[tuple[Audio, str | None, Sequence[str]]]
+        self,
+        batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
+        *,
+        priors: Sequence[str | None] = (),
     ) -> list[SpeechResult]:
         self.batches.append([(len(audio), src, tuple(targets)) for audio, src, targets in batch])
         await self.gate.wait()
