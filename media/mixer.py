@@ -14,6 +14,7 @@ import numpy as np
 
 from media.frames import FRAME_MS, FRAME_SAMPLES, MixSource, Pcm, SourceFrame
 from media.limiter import Limiter
+from media.mix_policy import MixSettings
 from media.opus import OpusEncoder, silence_packet
 from media.outbound import ListenerTrack
 
@@ -35,11 +36,11 @@ continuous Opus stream."""
 
 @dataclass(eq=False)
 class Listener:
-    """Someone the mixer feeds: `settings` carries per-listener mix preferences for policies."""
+    """Someone the mixer feeds: `mix` carries what a gain policy needs to know about them."""
 
     id: str
     lang: str
-    settings: dict[str, object] = field(default_factory=dict)
+    mix: MixSettings = field(default_factory=MixSettings)
     track: ListenerTrack = field(default_factory=ListenerTrack)
     first_tick: int = 0
 

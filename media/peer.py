@@ -15,16 +15,10 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 
 from media.ice import rtc_configuration
-
-RECEIVE_PREFETCH = 1
-"""aiortc holds 4 packets by default before decoding (about 60 ms more; sender-to-decoder
-median 81 ms here, 22 ms with 1). A packet is only known complete when the next arrives,
-so 1 is the least it can wait. Jitter is absorbed once, later, by the mixer's own
-`media.jitter.JitterBuffer`, and the speech pipeline needs no smoothing at all."""
+from media.rtp_jitter import AudioJitterBuffer
 
 _MEDIA_LINE = re.compile(r"^m=(\w+)", re.MULTILINE)
 _OPUS = re.compile(r"^a=rtpmap:\d+ opus/48000", re.MULTILINE | re.IGNORECASE)
@@ -45,11 +39,16 @@ def check_offer(sdp: str) -> None:
         raise OfferError("the audio section must offer opus/48000")
 
 
-def tune_receiver(receiver: RTCRtpReceiver) -> None:
-    """Set the receive jitter buffer's prefetch (aiortc has no public setting for it)."""
-    receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-        capacity=16, prefetch=RECEIVE_PREFETCH
-    )
+def tune_receiver(receiver: RTCRtpReceiver) -> AudioJitterBuffer:
+    """Replace aiortc's receive buffer (no public setting for it) with one that decodes each
+    packet on arrival and never keeps a backlog after a loss (see `media.rtp_jitter`).
+
+    aiortc's default holds 4 packets before decoding (sender-to-decoder median 81 ms here).
+    Jitter is absorbed once, later, by the mixer's own `media.jitter.JitterBuffer`, and the
+    speech pipeline needs no smoothing at all."""
+    buffer = AudioJitterBuffer()
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+    return buffer
 
 
 def _opus_only() -> list[RTCRtpCodecCapability]:

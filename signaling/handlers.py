@@ -1,12 +1,15 @@
-"""Handlers of the core client -> server messages: join, offer, set_lang, leave."""
+"""Handlers of the client -> server messages: the core (join, offer, set_lang, leave) and
+live translation's (set_mix, rename_speaker)."""
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode
 
 from media.peer import OfferError
 from signaling.messages import ErrorCode, Message, MessageRegistry, ProtocolError, text
-from signaling.rooms import RoomFull
+from signaling.rooms import Participant, RoomFull
 from signaling.session import Session
 
 MAX_SDP_CHARS = 60_000
@@ -87,3 +90,41 @@ def core_messages() -> MessageRegistry:
     registry.register("set_lang", set_lang, {"lang": LANG})
     registry.register("leave", leave)
     return registry
+
+
+class SpeakerRenamer(Protocol):
+    def rename_speaker(self, participant: Participant, speaker: str, name: str) -> None:
+        """Renames a speaker of `participant`'s room. Raises KeyError naming an unknown
+        speaker, ValueError saying why a name is refused."""
+        ...
+
+
+def _unit_interval(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number from 0 to 1")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError("must be from 0 to 1")
+    return float(value)
+
+
+async def set_mix(session: Session, message: Message) -> None:
+    participant = session.participant
+    assert participant is not None  # requires_join
+    participant.listener.mix.original = message["original"]
+
+
+def live_messages(registry: MessageRegistry, speakers: SpeakerRenamer) -> None:
+    """Adds live translation's message types to `registry`."""
+
+    async def rename_speaker(session: Session, message: Message) -> None:
+        participant = session.participant
+        assert participant is not None  # requires_join
+        try:
+            speakers.rename_speaker(participant, message["speaker"], message["name"])
+        except KeyError as error:
+            raise ProtocolError("unknown_speaker", str(error.args[0])) from error
+        except ValueError as error:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"rename_speaker: {error}") from error
+
+    registry.register("set_mix", set_mix, {"original": _unit_interval})
+    registry.register("rename_speaker", rename_speaker, {"speaker": text(1, 32), "name": NAME})

@@ -51,7 +51,10 @@ class RoomObserver:
         """Before the first participant joins."""
 
     def room_closed(self, room: Room) -> None:
-        """After the last participant left; the mixer is already stopped."""
+        """The last participant left and the id is free again; the mixer is stopping.
+
+        Called before anyone can rejoin under the same id, so an observer that keys its
+        state by room id never sees a new room's `room_opened` before this."""
 
     def participant_joined(self, room: Room, participant: Participant) -> None:
         """The participant is in the room and mixed; media may not flow yet."""
@@ -189,8 +192,10 @@ class Rooms:
             return
         if self._rooms.get(room.id) is room:
             del self._rooms[room.id]
-        await room.stop()
+        # Notified before the await: a rejoin while the mixer stops opens a new room under
+        # this id, and observers must have closed the old one by then.
         self._notify("room_closed", room)
+        await room.stop()
 
     async def close_all(self) -> None:
         for room in list(self._rooms.values()):

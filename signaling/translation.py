@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ai.engines import Engines
+from ai.identify import Embed
 from ai.models import ResolvedModels
 from ai.pipeline import PipelineEngines
 from ai.rest import add_rest_routes
@@ -17,7 +18,7 @@ from ai.tts import KokoroSettings, KokoroTTS
 from ai.voiceprint import PyannoteEmbedder
 from ai.warmup import warm_up
 from signaling.languages import LanguageInfo
-from signaling.live import Embed, LiveTranslation
+from signaling.live import LiveTranslation
 from signaling.metrics import Metrics
 from signaling.web import SIGNALING
 

@@ -13,6 +13,7 @@ from media.frames import FRAME_SAMPLES, MIX_RATE, Pcm, SourceFrame
 from media.inbound import InboundAudio
 from media.jitter import JitterBuffer
 from media.limiter import CEILING, Limiter
+from media.mix_policy import DEFAULT_ORIGINAL, MixSettings, translated_mix
 from media.mixer import Listener, RoomMixer
 from media.opus import OpusEncoder
 from media.resample import Decimator
@@ -201,29 +202,65 @@ def test_limiter_passes_quiet_audio_and_recovers_without_steps() -> None:
     assert np.max(np.diff(gains)) <= limiter.release + 1e-9
 
 
-async def test_extra_sources_and_a_custom_gain_policy(
-    mixer: RoomMixer, encoders: list[RecordingEncoder]
-) -> None:
-    original, translation = tone(440, 0.4), tone(220, 0.4)
-    mixer.add_source("a", FrameSource([voice("a", "eng", original)]))
-    mixer.add_source(
-        "translation:spa", FrameSource([SourceFrame(translation, "a", "translation", "spa")])
+def listener_at(
+    lang: str, table: Sequence[str] = (), original: float = DEFAULT_ORIGINAL
+) -> Listener:
+    return Listener("me", lang, MixSettings(original=original, table=frozenset(table)))
+
+
+def translation(origin: str, lang: str) -> SourceFrame:
+    return SourceFrame(tone(220, 0.4), origin, "translation", lang)
+
+
+def test_translated_mix_never_plays_yourself_and_only_translations_into_your_language() -> None:
+    me = listener_at("spa")
+    assert translated_mix(me, voice("me", "eng", tone(440, 0.4)), []) == 0.0
+    assert translated_mix(me, translation("me", "spa"), []) == 0.0
+    assert translated_mix(me, translation("a", "spa"), []) == 1.0
+    assert translated_mix(me, translation("a", "fra"), []) == 0.0
+    assert translated_mix(me, voice("a", "spa", tone(440, 0.4)), []) == 1.0
+
+
+def test_translated_mix_ducks_other_languages_under_a_translation_to_your_balance() -> None:
+    me = listener_at("spa", original=0.25)
+    english = voice("a", "eng", tone(440, 0.4))
+    assert translated_mix(me, english, [english]) == pytest.approx(0.5)  # sqrt: none playing
+    assert translated_mix(me, english, [english, translation("a", "spa")]) == 0.25
+    assert translated_mix(me, english, [english, translation("a", "fra")]) == pytest.approx(0.5)
+    assert translated_mix(listener_at("spa"), english, [translation("b", "spa")]) == (
+        DEFAULT_ORIGINAL
     )
 
-    def duck_originals(
-        listener: Listener, frame: SourceFrame, active: Sequence[SourceFrame]
-    ) -> float:
-        if frame.origin == listener.id:
-            return 0.0
-        if frame.kind == "translation":
-            return 1.0 if frame.lang == listener.lang else 0.0
-        translating = any(f.kind == "translation" and f.lang == listener.lang for f in active)
-        return float(listener.settings.get("original", 0.25)) if translating else 1.0
 
-    mixer.policy = duck_originals
-    room(mixer, ("b", "spa"))
+def test_translated_mix_leaves_out_table_mates_voices_but_not_their_translations() -> None:
+    me = listener_at("spa", table=["a"])
+    for lang in ("eng", "spa"):
+        assert translated_mix(me, voice("a", lang, tone(440, 0.4)), []) == 0.0
+    assert translated_mix(me, translation("a", "spa"), []) == 1.0
+    assert translated_mix(me, voice("remote", "spa", tone(440, 0.4)), []) == 1.0
+    assert translated_mix(me, voice("remote", "eng", tone(440, 0.4)), []) > 0.0
+
+
+async def test_translated_mix_in_a_mixer_one_encode_per_distinct_mix(
+    mixer: RoomMixer, encoders: list[RecordingEncoder]
+) -> None:
+    original, spoken = tone(440, 0.4), tone(220, 0.4)
+    mixer.add_source("a", FrameSource([voice("a", "eng", original)] * 2))
+    mixer.add_source(
+        "translation:spa", FrameSource([SourceFrame(spoken, "a", "translation", "spa")] * 2)
+    )
+    mixer.policy = translated_mix
+    mixer.add_listener(Listener("a", "eng"))
+    at_table = [Listener(pid, "spa", MixSettings(table=frozenset({"a"}))) for pid in ("b", "c")]
+    for listener in [*at_table, Listener("remote", "spa")]:
+        mixer.add_listener(listener)
     await mixer.tick()
-    np.testing.assert_allclose(encoders[0].calls[0], translation + 0.25 * original, atol=1e-6)
+    # a hears nothing; b and c share one mix and one encode; the remote listener has their own.
+    table_mix, remote_mix = encoders
+    np.testing.assert_allclose(table_mix.calls[0], spoken, atol=1e-6)
+    np.testing.assert_allclose(
+        remote_mix.calls[0], spoken + DEFAULT_ORIGINAL * original, atol=1e-6
+    )
     mixer.remove_source("translation:spa")
     assert "translation:spa" not in mixer.sources
 

@@ -130,3 +130,30 @@ async def test_encoding_counts_for_metrics(rooms: Rooms) -> None:
     rooms.join("r1", "Ben", "eng", Inbox())
     await ana.room.mixer.tick()
     assert rooms.encoding == (2, 0)  # nobody speaks: both get the shared silence packet
+
+
+async def test_a_rejoin_while_the_last_leave_stops_the_room_keeps_the_new_room(
+    rooms: Rooms,
+) -> None:
+    class ById(RoomObserver):
+        """Keeps per-room state by id, as the live translation feature does."""
+
+        def __init__(self) -> None:
+            self.open: dict[str, Room] = {}
+
+        def room_opened(self, room: Room) -> None:
+            self.open[room.id] = room
+
+        def room_closed(self, room: Room) -> None:
+            self.open.pop(room.id, None)
+
+    by_id = ById()
+    rooms.add_observer(by_id)
+    ana = rooms.join("r1", "Ana", "eng", Inbox())
+    leaving = asyncio.create_task(rooms.leave(ana))
+    await asyncio.sleep(0)  # the leave is now awaiting the old room's stop
+    ben = rooms.join("r1", "Ben", "eng", Inbox())
+    await leaving
+    assert ben.room is not ana.room
+    assert rooms.get("r1") is ben.room
+    assert by_id.open == {"r1": ben.room}

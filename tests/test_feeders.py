@@ -1,0 +1,94 @@
+"""Feeders: a participant's 16 kHz stream through the VAD into utterances, in owned tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ai.utterance import Utterance
+from ai.vad import VadSettings
+from media.frames import FRAME_SAMPLES, MIX_RATE
+from signaling.feeders import Feeders
+from signaling.rooms import Participant, Rooms
+from tests.fixtures.speech import Speech
+
+
+@pytest.fixture
+async def rooms() -> AsyncIterator[Rooms]:
+    rooms = Rooms()
+    yield rooms
+    await rooms.close_all()
+
+
+def speak(participant: Participant, speech: Speech) -> None:
+    for start in range(0, len(speech.audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+        frame = speech.audio[start : start + FRAME_SAMPLES]
+        participant.audio.receive(frame, start / MIX_RATE, 0.0)
+
+
+async def until(condition: asyncio.Event) -> None:
+    async with asyncio.timeout(30):
+        await condition.wait()
+
+
+async def test_a_feeder_submits_each_utterance_in_the_language_spoken_now(
+    rooms: Rooms, english_speech: Speech
+) -> None:
+    ann = rooms.join("r", "Ann", "eng", lambda message: None)
+    submitted: list[Utterance] = []
+    got = asyncio.Event()
+
+    def submit(utterance: Utterance) -> None:
+        submitted.append(utterance)
+        got.set()
+
+    feeders = Feeders("r", VadSettings(), submit)
+    feeders.start(ann)
+    assert list(feeders) == [ann.id]
+    rooms.set_lang(ann, "spa")
+    speak(ann, english_speech)
+    await until(got)
+    (utterance,) = submitted
+    assert utterance.source_id == ann.id and utterance.source_lang == "spa"
+
+    await feeders.stop(ann.id)
+    assert list(feeders) == [] and feeders.queued == 0
+    assert f"vad-{ann.id}" not in {task.get_name() for task in asyncio.all_tasks()}
+
+
+class ErrorLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self.logged = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.logged.set()
+
+
+async def test_a_feeder_that_fails_is_logged_not_silent(
+    rooms: Rooms, english_speech: Speech
+) -> None:
+    ann = rooms.join("r", "Ann", "eng", lambda message: None)
+    errors = ErrorLog()
+    logging.getLogger("signaling.feeders").addHandler(errors)
+
+    def submit(utterance: Utterance) -> None:
+        raise RuntimeError("pipeline exploded")
+
+    feeders = Feeders("r", VadSettings(), submit)
+    feeders.start(ann)
+    speak(ann, english_speech)
+    try:
+        await until(errors.logged)
+    finally:
+        logging.getLogger("signaling.feeders").removeHandler(errors)
+    (record,) = errors.records
+    assert f"vad-{ann.id}" in record.getMessage() and "room r" in record.getMessage()
+    assert record.exc_info is not None and "pipeline exploded" in str(record.exc_info[1])
+    await feeders.close()  # a dead feeder still stops cleanly
+    assert list(feeders) == []
