@@ -189,8 +189,11 @@ class SeamlessTranslator:
         if source_lang is None:
             extra = [_check_language(c, self.text_languages, "detected") for c in candidates]
             if prior in self.text_languages:
-                extra.insert(0, prior)
-            tried = tuple(dict.fromkeys([*wanted, *extra, *self.detect_candidates]))
+                # A room's listening languages and the speaker's own are the likely ones;
+                # each more candidate is one more decoder row on the critical path.
+                tried = tuple(dict.fromkeys([*wanted, prior, *extra]))
+            else:
+                tried = tuple(dict.fromkeys([*wanted, *extra, *self.detect_candidates]))
         return SpeechJob(samples, source_lang, wanted, tried, prior)
 
     async def translate_speech(

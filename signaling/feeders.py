@@ -30,7 +30,9 @@ class Feeders:
     """One room's feeders: a task per participant, started on join and awaited on leave.
 
     Each feeder reads its participant's 16 kHz queue, cuts utterances with the VAD and
-    hands each to `submit`, tagged with the language the participant speaks then. A
+    hands each to `submit`, tagged with the language the participant speaks then: the
+    one they pinned, or none (the translator detects it) with their listening language
+    as the declared one that detection favours. A
     feeder that dies is logged with its error; nothing else stops it but `stop`/`close`.
     """
 
@@ -84,7 +86,8 @@ class Feeders:
         while True:
             chunk = await queue.get()
             for utterance in segmenter.push(chunk.samples, chunk.time, chunk.received):
-                utterance.source_lang = participant.lang
+                utterance.source_lang = participant.speaks
+                utterance.declared_lang = participant.lang
                 self._on_segmented()
                 self._submit(utterance)
 

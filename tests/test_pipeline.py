@@ -174,6 +174,27 @@ def other_tasks() -> set[asyncio.Task[object]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
 
 
+async def test_a_detected_language_is_captioned_with_the_transcript_and_not_spoken(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    """Nothing pinned: every listening language is a target until the translator says
+    which one was spoken (the fake detects English); that one gets the transcript and
+    no speech, since its listeners hear the speaker's own voice."""
+    room = Room(engines, {"eng", "spa"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="bruno", declared_lang="spa")
+    assert room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+
+    events = room.sink.of(utt)
+    assert events[0] == ("dispatch", ("eng", "spa"))
+    assert translator.batches[-1] == [(16000, None, ("eng", "spa"))]
+    assert utt.source_lang == "eng"
+    assert ("caption", "eng", "said 16000", True) in events
+    assert ("caption", "spa", "[spa] said 16000", True) in events
+    assert [e[1] for e in events if e[0] == "speech"] == ["spa", "spa"]
+    assert sorted(str(e[1]) for e in events if e[0] == "speech_end") == ["eng", "spa"]
+
+
 async def test_captions_then_speech_in_every_language_someone_hears(
     engines: PipelineEngines, synthesizer: Synthesizer
 ) -> None:
