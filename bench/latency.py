@@ -999,6 +999,9 @@ async def bench(args: argparse.Namespace) -> list[Scenario]:
         plan.append(("cascade", "auto", "cascade: whisper-base int8 + tiny NLLB", cases))
         plan.append(("tiny", args.dtype or "float32", "tiny SeamlessM4T v2 (random)", cases))
         args.skip_tiny, args.real_size_utterances = True, 0
+        progress("synthesizing the Spanish sentences (Kokoro, ef_dora)")
+        for index in range(len(SPANISH_SENTENCES)):
+            sentence(index)
     if not args.skip_tiny:
         plan.append(("tiny", args.dtype or "float32", "tiny SeamlessM4T v2 (random)",
                      [(n, rounds_for(n, args.utterances, args.rounds)) for n in args.speakers]))
