@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
@@ -148,3 +149,18 @@ async def test_spoken_language_is_detected_favouring_the_declared_one_unless_pin
     second = await next_message(erin, lambda m: m["type"] == "caption" and m["final"])
     assert (first["source_lang"], second["source_lang"]) == ("spa", "ita")
     assert translator.sources == [(None, "spa"), ("ita", "spa")]
+
+
+async def test_languages_report_what_the_cascade_hears_writes_and_speaks(
+    cascade_server: Callable[[], Awaitable[tuple[TestServer, LiveTranslation]]],
+) -> None:
+    server, _ = await cascade_server()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.make_url("/languages")) as response:
+            found = {info["code"]: info for info in (await response.json())["languages"]}
+    assert found["spa"]["speech_in"] and found["spa"]["speech_out"] == "kokoro"
+    assert not found["yue"]["speech_in"]  # whisper-base has no Cantonese
+    # Afrikaans: heard and written, but no engine speaks it here: captions only.
+    assert found["afr"]["speech_in"] and found["afr"]["text_out"]
+    assert found["afr"]["speech_out"] is None
+    assert found["deu"]["speech_out"] is None  # Seamless's vocoder would; the cascade has none
