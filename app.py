@@ -14,7 +14,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,9 @@ class Settings(ServerSettings):
     asr_model: str | None = None
     mt_model: str | None = None
     english_from: str = "whisper"
+    idle_timeout: float = 15.0
+    """Seconds a connection may stay open without a complete request (a TLS connection
+    that never sends one, a slowloris trickling its headers) or idle between requests."""
 
     def model_settings(self) -> ModelSettings:
         paths = {spec.key: getattr(self, _model_dest(spec)) for spec in MODEL_SPECS}
@@ -90,6 +93,22 @@ def _positive(text: str) -> int:
     if value < 1:
         raise ValueError("must be at least 1")
     return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _origin(text: str) -> str:
+    if text == "null":
+        return text  # pages opened from disk (file://); sandboxed frames send it too
+    scheme, _, host = text.rstrip("/").partition("://")
+    if scheme not in ("http", "https") or not host or "/" in host:
+        raise ValueError("an origin is scheme://host[:port], e.g. https://meet.example.org")
+    return text
 
 
 def _ice_address(text: str) -> str:
@@ -136,6 +155,31 @@ FLAGS: list[Flag] = [
          _ice_address, repeatable=True, metavar="ADDR"),
     Flag("--max-participants", "max_participants", "participants per room", _positive,
          metavar="N"),
+    Flag("--ice-timeout", "ice_timeout",
+         "seconds an answered offer may take to connect before its peer connection is "
+         "released (the client gets ice_failed)", _seconds, metavar="SECONDS"),
+    Flag("--access-token", "access_token",
+         "operator token: when set, the WebSocket (a `token` field) and the REST face "
+         "(Authorization: Bearer) require it; the page stays public and asks for it. "
+         "Prefer the variable: a flag shows in the process list", metavar="TOKEN"),
+    Flag("--allowed-origin", "allowed_origins",
+         "page origin besides the server's own that may open WebSockets, repeatable, "
+         "e.g. https://meet.example.org (`null`: the page opened from a file)", _origin,
+         repeatable=True, metavar="ORIGIN"),
+    Flag("--max-rooms", "max_rooms", "rooms open at once on this server", _positive,
+         metavar="N"),
+    Flag("--max-sockets-per-address", "limits.sockets_per_address",
+         "WebSockets open at once from one client address", _positive, metavar="N"),
+    Flag("--join-timeout", "limits.join_timeout",
+         "seconds a WebSocket may stay open without joining a room", _seconds,
+         metavar="SECONDS"),
+    Flag("--idle-timeout", "idle_timeout",
+         "seconds a connection may stay open without a complete HTTP request",
+         _seconds, metavar="SECONDS"),
+    Flag("--rest-concurrency", "rest_concurrency",
+         "REST requests served at once; more get 503", _positive, metavar="N"),
+    Flag("--max-upload-bytes", "max_upload_bytes", "largest REST request body", _positive,
+         metavar="BYTES"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     Flag("--no-translation", "no_translation",
          "run rooms without the AI engines: people hear only same-language voices",
@@ -161,7 +205,8 @@ FLAGS: list[Flag] = [
          "from the speech) or mt (the text translator, from the transcript)",
          _choice("whisper", "mt"), metavar="WHO"),
 ]
-"""A feature adds a flag here and a field of the same `dest` to `Settings`."""
+"""A feature adds a flag here and a field of the same `dest` to `Settings` (a dotted
+`dest` names a field of a frozen settings group, such as `limits.join_timeout`)."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -176,7 +221,7 @@ def build_parser(flags: Sequence[Flag] = FLAGS) -> argparse.ArgumentParser:
     )
     defaults = Settings()
     for flag in flags:
-        default = getattr(defaults, flag.dest, None)
+        default = _setting(defaults, flag.dest)
         shown = [str(item) for item in default] if isinstance(default, list) else default
         text = f"{flag.help} [env: {flag.env}]"
         if flag.switch:
@@ -206,10 +251,25 @@ def parse_settings(
             except ValueError as error:
                 parser.error(f"{flag.env}={env[flag.env]!r}: {error}")
         if value is not None:
-            setattr(settings, flag.dest, value)
+            _assign(settings, flag.dest, value)
     if (settings.cert is None) != (settings.key is None):
         parser.error("--cert and --key go together")
     return settings
+
+
+def _setting(settings: Settings, dest: str) -> Any:
+    value: Any = settings
+    for part in dest.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+def _assign(settings: Settings, dest: str, value: Any) -> None:
+    group, _, name = dest.rpartition(".")
+    if group:
+        setattr(settings, group, replace(getattr(settings, group), **{name: value}))
+    else:
+        setattr(settings, name, value)
 
 
 def _argparse_type(flag: Flag) -> Callable[[str], Any]:
@@ -248,7 +308,7 @@ async def serve(settings: Settings, app: web.Application, ssl_context: ssl.SSLCo
                 note: str = "") -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully (the app's on_shutdown closes
     every socket and peer connection) and return."""
-    runner = web.AppRunner(app, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, shutdown_timeout=5.0, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context).start()
@@ -290,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             cert, key = self_signed_certificate(settings.data_dir / "tls", hosts)
             note = f" (self-signed certificate {cert}: the browser asks you to accept it once)"
         ssl_context = server_ssl_context(cert, key)
+    if settings.access_token:
+        note += " (access token required: the page asks for it once)"
     app = create_app(settings)
     if not settings.no_translation:
         # Imported here so that `--no-translation` and `--help` never load torch.
@@ -304,6 +366,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             models, settings.threads, engine=settings.engine, english_from=settings.english_from,
         ))
     asyncio.run(serve(settings, app, ssl_context, note))
+    if not settings.no_translation:
+        # Everything is closed by now: sockets, peer connections, and each model's thread
+        # joined (see signaling.translation). What is left is the interpreter collecting
+        # torch's and transformers' object graphs, 5-20 s on a busy host, past the 5 s a
+        # service manager allows for a stop; nothing of ours is lost by skipping it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,14 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ai.audio_file import UndecodableAudio, decode_audio
+from ai.batcher import BatcherClosed
 from ai.engines import Engines, SpeechResult
 from ai.kokoro_voices import KOKORO_LANGUAGES
 from ai.languages import LANGUAGES
 from ai.resample import SPEECH_RATE
 from ai.translator import MIN_SECONDS, TranslationError, TranslatorBusy
 from ai.utterance import Audio
+from ai.worker import WorkerClosed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -297,6 +299,8 @@ def _answering_problems(handler: Handler) -> Handler:
             return problem.response()
         except TranslationError as error:
             return Problem(422, error.code, str(error)).response()
+        except (WorkerClosed, BatcherClosed):
+            return Problem(503, "shutting_down", "the server is shutting down").response()
         except TranslatorBusy as error:
             return Problem(503, "busy", str(error)).response()
 

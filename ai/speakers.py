@@ -18,7 +18,9 @@ PALETTE = (
     "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
     "#bfef45", "#469990", "#9a6324", "#800000", "#808000", "#000075", "#a9a9a9",
 )
-MAX_NAME_LENGTH = 60
+MAX_NAME_LENGTH = 64
+"""The protocol's limit for participant and speaker names (`rename_speaker`), so a name the
+client and the signaling layer accept is never refused here."""
 
 
 @dataclass(frozen=True, slots=True)

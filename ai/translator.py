@@ -121,9 +121,9 @@ class ModelThread:
         finally:
             self._waiting -= 1
 
-    def close(self) -> None:
-        """Drops calls not yet started; one already running finishes on its thread."""
-        self._thread.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Drops calls not yet started; with `wait`, blocks until the running one ended."""
+        self._thread.shutdown(wait=wait, cancel_futures=True)
 
 
 class SeamlessTranslator:
@@ -231,8 +231,8 @@ class SeamlessTranslator:
         voice = _check_language(lang, self.speech_languages, "spoken by SeamlessM4T")
         return await self._thread.run(self.engine.speak, checked, voice)
 
-    def close(self) -> None:
-        self._thread.close()
+    def close(self, wait: bool = True) -> None:
+        self._thread.close(wait)
 
 
 class CascadeTranslator:
@@ -319,5 +319,5 @@ class CascadeTranslator:
     async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
         raise UnknownLanguage("the cascade engine has no voice of its own; Kokoro speaks")
 
-    def close(self) -> None:
-        self._thread.close()
+    def close(self, wait: bool = True) -> None:
+        self._thread.close(wait)

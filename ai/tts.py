@@ -120,8 +120,9 @@ class KokoroTTS:
             if ahead is not None:
                 ahead.cancel()
 
-    def close(self) -> None:
-        self._worker.shutdown()
+    def close(self, wait: bool = True) -> None:
+        """Cancels queued synthesis; with `wait`, blocks until the running piece ended."""
+        self._worker.shutdown(wait)
 
     def _table(self, lang: str) -> KokoroLanguage:
         table = self.languages.get(lang)

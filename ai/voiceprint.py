@@ -64,5 +64,6 @@ class PyannoteEmbedder:
     async def embed_async(self, audio: Audio) -> npt.NDArray[np.float32]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.embed, audio)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Drops embeddings not yet started; with `wait`, blocks until the running one ended."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)

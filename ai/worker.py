@@ -16,6 +16,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+class WorkerClosed(RuntimeError):
+    """The worker was shut down (the server is stopping); the job was never run."""
+
+
 _Job = tuple[int, int, "Future[Any]", Callable[[], Any]]
 
 
@@ -34,19 +38,27 @@ class PriorityWorker:
         future: Future[T] = Future()
         with self._wake:
             if self._closed:
-                raise RuntimeError("the worker is shut down")
+                raise WorkerClosed("the worker is shut down")
             heapq.heappush(self._jobs, (priority, next(self._arrivals), future, lambda: fn(*args)))
             self._wake.notify()
         return future
 
-    def shutdown(self) -> None:
-        """Cancels the jobs not started; the one running finishes on its own."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Cancels the jobs not started; with `wait`, returns once the running one ended.
+
+        Wait before the process exits: the thread is a daemon, and one still inside a
+        native call (ONNX Runtime, torch) at interpreter exit aborts the process with
+        "terminate called without an active exception" (exit 134) as the runtime's own
+        threads are torn down under it.
+        """
         with self._wake:
             self._closed = True
             for _, _, future, _ in self._jobs:
                 future.cancel()
             self._jobs.clear()
             self._wake.notify_all()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def _run(self) -> None:
         while True:

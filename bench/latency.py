@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.latency --quick     # smoke run: 1 and 2 speakers, 2 utterances
     .venv/bin/python -m bench.latency --speakers 10 --rounds 20 --real-size-utterances 0
     .venv/bin/python -m bench.latency --device cuda --dtype bfloat16   # a GPU host
+    .venv/bin/python -m bench.latency --loss 1    # lag before/after a lost uplink packet
     .venv/bin/python -m bench.latency --engine cascade --speakers 1,4 --utterances 8
 
 `--engine cascade` runs the cascade engine (real whisper-base int8 from .assets/, which
@@ -1055,9 +1056,18 @@ def main() -> None:
                         help="also decode the listeners' audio and report when the translation "
                              "is first audible (costs the clients CPU the server shares)")
     parser.add_argument("--json", type=Path, default=None, help="also write every sample here")
+    parser.add_argument("--loss", type=int, default=0, metavar="PACKETS",
+                        help="only measure speaker -> listener lag before and after this many "
+                             "lost uplink RTP packets (bench/uplink_loss.py), no engines")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="tiny", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.loss:
+        from bench.uplink_loss import measure
+
+        print(asyncio.run(measure(free_port(), args.loss)), flush=True)
+        return
 
     if args.serve is not None:
         asyncio.run(serve(args.serve, args.model, args.device, args.dtype or "auto"))

@@ -60,6 +60,7 @@
     mixTimer: null,
   };
 
+  const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton, $('room-title'));
   const joinPicker = new BF.LanguagePicker($('join-lang'), $('join-lang-list'), () => {});
   const roomPicker = new BF.LanguagePicker($('room-lang'), $('room-lang-list'), (code) => {
     if (state.session) state.session.setLang(code);
@@ -151,6 +152,7 @@
       return;
     }
     state.server = server;
+    access.useServer(server.base);
     ui.serverSummary.textContent = new URL(server.base).host;
     $('join-lang').placeholder = 'Loading languages…';
     let body;
@@ -223,7 +225,7 @@
       const kind = { NotAllowedError: 'mic_denied', SecurityError: 'mic_denied', NotFoundError: 'mic_missing', OverconstrainedError: 'mic_missing' }[error.name];
       return showProblem(kind || 'mic_busy');
     }
-    startSession(mic, { room: choices.room, name: choices.name, lang });
+    startSession(mic, { room: choices.room, name: choices.name, lang, ...access.joinFields() });
   }
 
   function setJoining(joining) {
@@ -231,16 +233,24 @@
     ui.joinButton.textContent = joining ? 'Joining…' : 'Join';
   }
 
+  const table = new BF.TablePanel($('table-box'), (id, together) => {
+    if (state.session) state.session.setTable(id, together);
+  });
+
   function startSession(mic, join) {
     const session = new BF.Session(state.server, join, mic);
     state.session = session;
     session.addEventListener('state', (event) => showStates(event.detail));
-    session.addEventListener('joined', (event) => enterRoom(event.detail, mic));
+    session.addEventListener('joined', (event) => {
+      access.joined(session.server.base, event.detail);
+      enterRoom(event.detail, mic);
+    });
     session.addEventListener('participants', (event) => renderPeople(event.detail));
     session.addEventListener('levels', (event) => showLevels(event.detail));
     session.addEventListener('caption', (event) => showCaption(event.detail));
     session.addEventListener('latency', (event) => showLatency(event.detail));
     session.addEventListener('speakers', (event) => showSpeakers(event.detail));
+    session.addEventListener('table', (event) => table.showTable(event.detail));
     session.addEventListener('track', (event) => playIncoming(event.detail));
     session.addEventListener('server-error', (event) => {
       showNotice({ text: BF.messages.serverError(event.detail.code, event.detail.message) });
@@ -286,6 +296,7 @@
     state.audioBlocked = false;
     state.people.clear();
     ui.participants.replaceChildren();
+    table.clear();
     // The captions stay in the log, for the download links under the form.
     showLastTranscript();
     ui.captions.replaceChildren(ui.captionsEmpty);
@@ -305,6 +316,7 @@
     ui.joinView.hidden = false;
     setJoining(false);
     if (reason.serverError) showNotice({ text: BF.messages.serverError(reason.serverError.code, reason.serverError.message) });
+    if (reason.serverError && session) access.refused(session.server.base, reason.serverError.code);
     else if (reason.problem === 'unreachable' && session) showProblem(unreachableKind(session.server));
     else if (reason.problem) showProblem(reason.problem);
   }
@@ -362,6 +374,7 @@
     }
     const me = participants.find((person) => person.id === state.me);
     if (me && me.lang !== state.myLang) rememberLanguage(me.lang);
+    table.showPeople(participants, state.me);
     ui.peopleCount.textContent = `(${participants.length})`;
     $('alone').hidden = participants.length !== 1;
     $('alone-room').textContent = ui.roomName.textContent;
@@ -733,12 +746,12 @@
     view.edit.focus();
   }
 
-  // The server's rule for names: 1-64 printable characters (plain spaces allowed, no
-  // other separators or control and format characters).
+  // The server's rule for names: 1-64 printable characters (plain spaces and the zero-width
+  // joiners of Persian or emoji allowed, no other separators or control and format characters).
   function finishRename(id, input) {
     const name = input.value.trim();
     const problem = !name ? 'Type a name.'
-      : /[\p{C}\p{Z}]/u.test(name.replaceAll(' ', '')) ? 'Use printable characters only.'
+      : /[\p{C}\p{Z}]/u.test(name.replace(/[ \u200c\u200d]/g, '')) ? 'Use printable characters only.'
         : [...name].length > 64 ? 'Use at most 64 characters.' : '';
     input.setCustomValidity(problem);
     if (problem) {

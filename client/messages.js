@@ -18,6 +18,13 @@
     too_large: 'This page sent the server a message that was too large, and was disconnected. Join again.',
     rate_limited: 'This page sent too many requests too quickly and was disconnected. Wait a moment, then join again.',
     unknown_speaker: 'That voice is no longer in this room\'s list, so it cannot be renamed.',
+    unknown_participant: 'That person has left the room, so they cannot be seated at your table.',
+    unauthorized: 'This server is private. Type the access token that whoever runs it gave you, then join again.',
+    wrong_passcode: 'This room is locked. Type its passcode (whoever opened the room knows it), then join again.',
+    retry_later: (detail) => `Too many wrong tokens or passcodes from your network: ${detail}`,
+    too_many_rooms: 'The server has as many rooms open as it allows. Join an open room, or try again later.',
+    too_many_sockets: 'Too many connections from your network to this server. Close other BabbleFish tabs, then join again.',
+    join_timeout: 'The connection waited too long without joining. Join again.',
     ice_failed: 'The audio connection failed; a firewall may be blocking it. Join again, or ask whoever runs the server to set up a TURN server.',
   };
 

@@ -12,6 +12,7 @@
 //   caption       the `caption` message (one utterance, partial or final, in our language)
 //   latency       the `latency` message (our language's audio for an utterance started)
 //   speakers      [{id, name, color, participant, seconds, confidence, voice}]
+//   table         the `table` message (who is at our table, and hand-made overrides)
 //   server-error  {code, message}       a recoverable error; we are still in the room
 //   ended         {problem} | {serverError} | {}   the session is over (empty: we left)
 (function (BF) {
@@ -20,7 +21,7 @@
   // The server does not trickle ICE, so the offer waits for our candidates, up to this.
   const GATHER_TIMEOUT_MS = 2000;
   // Codes after which the server closes the socket; we wait for the close to end.
-  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed']);
+  const FATAL_ERRORS = new Set(['too_large', 'rate_limited', 'ice_failed', 'too_many_sockets', 'join_timeout']);
 
   const MESSAGE_HANDLERS = {
     joined(session, msg) {
@@ -47,6 +48,9 @@
     },
     speakers(session, msg) {
       if (Array.isArray(msg.speakers)) session.emit('speakers', msg.speakers);
+    },
+    table(session, msg) {
+      if (Array.isArray(msg.members)) session.emit('table', msg);
     },
     error(session, msg) {
       const error = { code: msg.code, message: msg.message };
@@ -116,6 +120,10 @@
     }
 
     send(message) {
+      // A private server hears nothing on a socket until a message carries its token, and
+      // a new socket may start with another message than `join`: every one carries it.
+      const token = this.join.access_token;
+      if (token) message = { ...message, access_token: token };
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
     }
 
@@ -175,6 +183,12 @@
     // The server answers with a `speakers` message, or `bad_field` / `unknown_speaker`.
     renameSpeaker(speaker, name) {
       this.send({ type: 'rename_speaker', speaker, name });
+    }
+
+    // Seat `participant` at our table (true), apart (false), or as the microphones say
+    // (null). The server answers with a `table` message, or `unknown_participant`.
+    setTable(participant, together) {
+      this.send({ type: 'set_table', participant, together });
     }
 
     leave() {

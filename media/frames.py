@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -38,4 +39,19 @@ class MixSource(Protocol):
 
     def pull(self) -> SourceFrame | None:
         """The next frame, or None when the source is silent this tick. Never blocks."""
+        ...
+
+
+@runtime_checkable
+class WakingSource(MixSource, Protocol):
+    """A source that lets an idle room's mixer sleep: it says whether it still has audio
+    coming without new input, and wakes the mixer when new input brings some."""
+
+    @property
+    def pending(self) -> bool:
+        """Whether `pull` may return a frame before new input arrives."""
+        ...
+
+    def wake_with(self, wake: Callable[[], None]) -> None:
+        """Call `wake` (on the event loop) whenever audio to mix arrives."""
         ...

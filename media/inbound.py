@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -84,6 +85,7 @@ class InboundAudio:
         self._peak_db = -120.0
         self._gate_hold = 0
         self._samples_seen = 0
+        self._wake: Callable[[], None] | None = None
 
     @property
     def attached(self) -> bool:
@@ -100,7 +102,15 @@ class InboundAudio:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
-    # MixSource
+    # WakingSource
+    @property
+    def pending(self) -> bool:
+        """Frames above the gate may be buffered, or the gate's hold is still open."""
+        return self._gate_hold > 0
+
+    def wake_with(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
     def pull(self) -> SourceFrame | None:
         pcm = self.jitter.pop()
         if pcm is None:
@@ -148,8 +158,11 @@ class InboundAudio:
     def receive(self, pcm: Pcm, stream_time: float, received: float) -> None:
         """Take one decoded packet's audio (48 kHz mono); `attach` calls this per frame."""
         self.jitter.push(pcm)
-        for start in range(0, len(pcm), FRAME_SAMPLES):
-            self._peak_db = max(self._peak_db, rms_dbfs(pcm[start : start + FRAME_SAMPLES]))
+        frames = range(0, len(pcm), FRAME_SAMPLES)
+        loudest = max((rms_dbfs(pcm[i : i + FRAME_SAMPLES]) for i in frames), default=-120.0)
+        self._peak_db = max(self._peak_db, loudest)
+        if loudest >= GATE_DBFS and self._wake is not None:
+            self._wake()
         if self._subscribers:
             chunk = Chunk16k(self._decimator(pcm), stream_time, received)
             for queue in self._subscribers:

@@ -24,7 +24,10 @@ class JitterBuffer:
 
     Bounded: when full, the oldest frame is dropped (`dropped` counts them). When the
     sender's clock runs a little fast, the depth never falls back to the prefill level;
-    one frame is then dropped per second (`trimmed`) so latency stays low.
+    one frame is then dropped per second (`trimmed`) so latency stays low. When nobody
+    popped for more than a whole buffer of frames (the mixer of a silent room sleeps), the
+    next pop keeps only the newest `prefill` frames (`resynced`), so speech that wakes the
+    mixer plays with the usual delay, not behind stale silence.
     """
 
     def __init__(
@@ -45,6 +48,8 @@ class JitterBuffer:
         self.dropped = 0
         self.trimmed = 0
         self.underruns = 0
+        self.resynced = 0
+        self._pushed_since_pop = 0
 
     @property
     def depth(self) -> int:
@@ -57,9 +62,18 @@ class JitterBuffer:
             if len(self._frames) == self._frames.maxlen:
                 self.dropped += 1
             self._frames.append(samples[start : start + FRAME_SAMPLES])
+            self._pushed_since_pop += 1
         self._partial = samples[whole:].copy()
 
     def pop(self) -> Pcm | None:
+        if self._pushed_since_pop > (self._frames.maxlen or 0):
+            while len(self._frames) > self.prefill:
+                self._frames.popleft()
+            self.resynced += 1
+            self._priming = False
+            self._min_depth = len(self._frames)
+            self._pops = 0
+        self._pushed_since_pop = 0
         if self._priming:
             if len(self._frames) < self.prefill:
                 return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from media.frames import FRAME_MS, FRAME_SAMPLES, MixSource, Pcm, SourceFrame
+from media.frames import FRAME_MS, FRAME_SAMPLES, MixSource, Pcm, SourceFrame, WakingSource
 from media.limiter import Limiter
 from media.mix_policy import MixSettings
 from media.opus import OpusEncoder, silence_packet
@@ -27,6 +27,12 @@ INLINE_ENCODES = 2
 
 MAX_CATCH_UP = 0.1
 """Seconds behind schedule up to which the mixer runs late ticks back to back."""
+
+QUIET_TICKS_BEFORE_SLEEP = 150
+"""After 3 s in which no source gave a frame, a mixer whose sources are all `WakingSource`s
+and none `pending` stops ticking until one wakes it: a silent or empty room costs nothing
+(500 idle rooms took a whole core at 50 ticks a second each). Listeners then get no packets,
+a gap their decoders play as silence, as with Opus DTX."""
 
 STREAM_IDLE_TICKS = 50
 """An encode stream unused for 1 s is dropped; until then a mix that comes back (the same
@@ -80,21 +86,28 @@ class MixStats:
     encode_streams: int = 0
     """Distinct non-silent mixes encoded in the last tick (silent listeners share a
     pre-encoded silence packet and cost no encoding)."""
+    sleeps: int = 0
+    """Times the mixer stopped ticking because its room was silent."""
+
+
+MixTap = Callable[[str, Pcm | None], None]
+"""Told, per tick, each listener's id and the audio they were sent (None: silence)."""
 
 
 def _mix_and_encode(
     jobs: Sequence[tuple[_EncodeStream, Sequence[tuple[Pcm, float]]]],
     encoder_factory: Callable[[], OpusEncoder],
-) -> list[bytes]:
-    payloads = []
+) -> list[tuple[bytes, Pcm]]:
+    encoded = []
     for stream, parts in jobs:
         mix = np.zeros(FRAME_SAMPLES, np.float32)
         for pcm, gain in parts:
             mix += pcm if gain == 1.0 else pcm * np.float32(gain)
         if stream.encoder is None:
             stream.encoder = encoder_factory()
-        payloads.append(stream.encoder.encode(stream.limiter(mix)))
-    return payloads
+        limited = stream.limiter(mix)
+        encoded.append((stream.encoder.encode(limited), limited))
+    return encoded
 
 
 class RoomMixer:
@@ -131,9 +144,13 @@ class RoomMixer:
         self._listeners: dict[str, Listener] = {}
         self._sources: dict[str, MixSource] = {}
         self._streams: dict[MixKey, _EncodeStream] = {}
+        self._taps: list[MixTap] = []
         self._silence = silence_packet()
         self._next_tick = 0
         self._runner: asyncio.Task[None] | None = None
+        self._quiet_ticks = 0
+        self._awake = asyncio.Event()
+        self.sleeping = False
 
     @property
     def listeners(self) -> Sequence[Listener]:
@@ -148,6 +165,8 @@ class RoomMixer:
             raise ValueError(f"listener {listener.id} is already mixed for")
         listener.first_tick = self._next_tick
         self._listeners[listener.id] = listener
+        listener.track.on_connected = self.wake
+        self.wake()
         return listener
 
     def remove_listener(self, listener_id: str) -> None:
@@ -155,15 +174,42 @@ class RoomMixer:
         if listener is not None:
             listener.track.stop()
 
+    def add_tap(self, tap: MixTap) -> None:
+        """Call `tap` every tick with each listener's mix, the very PCM that was encoded
+        for them (echo cancellers use it as their reference). Taps run on the loop and
+        must be quick; the mix is shared by listeners with equal mixes, so do not modify
+        it."""
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: MixTap) -> None:
+        with contextlib.suppress(ValueError):
+            self._taps.remove(tap)
+
+    def _tell_taps(self, listener_id: str, pcm: Pcm | None) -> None:
+        for tap in list(self._taps):
+            try:
+                tap(listener_id, pcm)
+            except Exception:
+                log.exception("mix tap failed; removing it")
+                self.remove_tap(tap)
+
     def add_source(self, key: str, source: MixSource) -> None:
         """Mix `source` from the next tick; `key` names it in `MixKey`s (a participant id
         for voices, e.g. "translation:spa" for a playout)."""
         if key in self._sources:
             raise ValueError(f"source {key} is already mixed")
         self._sources[key] = source
+        if isinstance(source, WakingSource):
+            source.wake_with(self.wake)
+        self.wake()
 
     def remove_source(self, key: str) -> None:
         self._sources.pop(key, None)
+
+    def wake(self) -> None:
+        """Tick again if asleep: a source has audio, or the room changed."""
+        self._quiet_ticks = 0
+        self._awake.set()
 
     def start(self) -> None:
         if self._runner is None:
@@ -185,6 +231,7 @@ class RoomMixer:
         tick = self._next_tick
         self._next_tick += 1
         frames = self._pull()
+        self._quiet_ticks = 0 if frames else self._quiet_ticks + 1
         active = list(frames.values())
         groups: dict[MixKey, list[Listener]] = {}
         for listener in list(self._listeners.values()):
@@ -198,18 +245,19 @@ class RoomMixer:
         ]
         if len(jobs) > INLINE_ENCODES:
             loop = asyncio.get_running_loop()
-            payloads = await loop.run_in_executor(
+            results = await loop.run_in_executor(
                 self._executor, _mix_and_encode, jobs, self._encoder_factory
             )
         else:
-            payloads = _mix_and_encode(jobs, self._encoder_factory)
-        encoded = dict(zip(audible, payloads, strict=True))
+            results = _mix_and_encode(jobs, self._encoder_factory)
+        encoded = dict(zip(audible, results, strict=True))
         for key, members in groups.items():
-            payload = encoded.get(key, self._silence)
+            payload, pcm = encoded.get(key, (self._silence, None))
             for listener in members:
                 # Members removed while the executor ran must not be fed again.
                 if listener.id in self._listeners:
                     listener.track.push(payload, (tick - listener.first_tick) * FRAME_SAMPLES)
+                    self._tell_taps(listener.id, pcm)
         self._expire_streams(set(audible))
         self.stats.ticks += 1
         self.stats.encoded_frames += len(jobs)
@@ -253,10 +301,35 @@ class RoomMixer:
             if stream.idle_ticks > STREAM_IDLE_TICKS:
                 del self._streams[key]
 
+    def _may_sleep(self) -> bool:
+        if not self._listeners:
+            return True
+        if self._quiet_ticks < QUIET_TICKS_BEFORE_SLEEP:
+            return False
+        return all(
+            isinstance(source, WakingSource) and not source.pending
+            for source in self._sources.values()
+        )
+
+    async def _sleep(self) -> None:
+        self._awake.clear()
+        self.sleeping = True
+        self.stats.sleeps += 1
+        slept_from = time.monotonic()
+        try:
+            await self._awake.wait()
+        finally:
+            self.sleeping = False
+        # The listeners' clocks ran on: their next packet's timestamp jumps over the gap.
+        self._next_tick += int((time.monotonic() - slept_from) / TICK_SECONDS)
+
     async def _run(self) -> None:
         start = time.monotonic()
         first = self._next_tick
         while True:
+            if self._may_sleep():
+                await self._sleep()
+                start, first = time.monotonic(), self._next_tick
             deadline = start + (self._next_tick - first) * TICK_SECONDS
             lateness = time.monotonic() - deadline
             if lateness < 0:

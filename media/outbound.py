@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -30,6 +31,8 @@ class ListenerTrack(MediaStreamTrack):
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(capacity)
         self.dropped = 0
         self.sent = 0
+        self.on_connected: Callable[[], None] = lambda: None
+        """Called when a sender first asks for a packet: a listener's media just connected."""
 
     def push(self, payload: bytes, pts: int) -> None:
         """Queue one Opus packet; `pts` counts 48 kHz samples on this track's own clock."""
@@ -43,6 +46,8 @@ class ListenerTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        if self.sent == 0 and self._queue.empty():
+            self.on_connected()
         packet = await self._queue.get()
         if packet is None:
             raise MediaStreamError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Sequence
 
@@ -20,8 +21,17 @@ from aiortc.mediastreams import MediaStreamTrack
 from media.ice import rtc_configuration
 from media.rtp_jitter import AudioJitterBuffer
 
+log = logging.getLogger(__name__)
+
+ICE_CONNECT_TIMEOUT = 30.0
+"""Seconds an answered offer may take to connect before its peer connection is released.
+An offer with no usable candidates (none at all, or only hostnames and mDNS names aiortc
+cannot resolve) never connects, and aioice waits for more candidates without end. A
+browser's own ICE checks give up after about 30 s, so a real connection is never cut."""
+
 _MEDIA_LINE = re.compile(r"^m=(\w+)", re.MULTILINE)
 _OPUS = re.compile(r"^a=rtpmap:\d+ opus/48000", re.MULTILINE | re.IGNORECASE)
+_FINGERPRINT = re.compile(r"^a=fingerprint:\S+ [0-9A-Fa-f:]+\s*$", re.MULTILINE)
 
 
 class OfferError(ValueError):
@@ -37,6 +47,9 @@ def check_offer(sdp: str) -> None:
         raise OfferError(f"expected exactly one m=audio section, got {media or 'none'}")
     if not _OPUS.search(sdp):
         raise OfferError("the audio section must offer opus/48000")
+    if not _FINGERPRINT.search(sdp):
+        # Without it DTLS cannot start: aiortc would answer, then fail with a traceback.
+        raise OfferError("the offer has no a=fingerprint line (DTLS is required)")
 
 
 def tune_receiver(receiver: RTCRtpReceiver) -> AudioJitterBuffer:
@@ -59,24 +72,55 @@ def _opus_only() -> list[RTCRtpCodecCapability]:
 class PeerConnections:
     """Every peer connection the server holds, so shutdown and tests can account for them."""
 
-    def __init__(self, ice_servers: Sequence[RTCIceServer] = ()) -> None:
+    def __init__(
+        self,
+        ice_servers: Sequence[RTCIceServer] = (),
+        connect_timeout: float = ICE_CONNECT_TIMEOUT,
+    ) -> None:
         self.ice_servers = list(ice_servers)
+        self.connect_timeout = connect_timeout
+        self.timed_out = 0
+        """Connections released because ICE never connected, for metrics and tests."""
         self._open: set[RTCPeerConnection] = set()
+        self._deadlines: dict[RTCPeerConnection, asyncio.Task[None]] = {}
+        self._connected: dict[RTCPeerConnection, tuple[asyncio.Event, Callable[[], object]]] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
     def create(self, on_ended: Callable[[], object]) -> RTCPeerConnection:
-        """A connection that calls `on_ended` once if it fails or closes from the far side."""
+        """A connection that calls `on_ended` once if it fails, closes from the far side, or
+        is not connected `connect_timeout` seconds after `answer` answered it."""
         pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
         self._open.add(pc)
+        connected = asyncio.Event()
 
         @pc.on("connectionstatechange")
         def _state_changed() -> None:
+            if pc.connectionState == "connected":
+                connected.set()
             if pc.connectionState in ("failed", "closed") and pc in self._open:
                 on_ended()
 
+        self._connected[pc] = (connected, on_ended)
         return pc
+
+    async def _connect_deadline(
+        self, pc: RTCPeerConnection, connected: asyncio.Event, on_ended: Callable[[], object]
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await connected.wait()
+        except TimeoutError:
+            if pc in self._open:
+                log.info("releasing a peer connection whose ICE did not connect in %g s",
+                         self.connect_timeout)
+                self.timed_out += 1
+                on_ended()
+                await self.close(pc)
+        finally:
+            if self._deadlines.get(pc) is asyncio.current_task():
+                del self._deadlines[pc]
 
     async def answer(
         self,
@@ -101,10 +145,21 @@ class PeerConnections:
         tune_receiver(transceiver.receiver)
         pc.addTrack(outbound)
         await pc.setLocalDescription(await pc.createAnswer())
+        if pc in self._connected and pc not in self._deadlines:
+            connected, on_ended = self._connected[pc]
+            self._deadlines[pc] = asyncio.create_task(
+                self._connect_deadline(pc, connected, on_ended), name="ice-connect-deadline"
+            )
         return pc.localDescription.sdp
 
     async def close(self, pc: RTCPeerConnection) -> None:
         self._open.discard(pc)
+        self._connected.pop(pc, None)
+        deadline = self._deadlines.pop(pc, None)
+        if deadline is not None and deadline is not asyncio.current_task():
+            deadline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deadline
         # Shielded: aiortc may be closing it already (far side's DTLS close), and cancelling
         # a second close() would cancel the future the first one completes.
         with contextlib.suppress(Exception):

@@ -100,6 +100,15 @@ class TranslationPlayout:
         """The speed the last frame was played at."""
         self.dropped = 0
         """Utterances dropped to keep the backlog bounded."""
+        self._wake: Callable[[], None] = lambda: None
+
+    @property
+    def pending(self) -> bool:
+        """Something is reserved, queued or playing (a reservation waits on ticks, too)."""
+        return bool(self._queue)
+
+    def wake_with(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
 
     @property
     def queued_seconds(self) -> float:
@@ -120,6 +129,7 @@ class TranslationPlayout:
         queued = _Queued(utterance_id, origin, (order_key, next(self._reservations)))
         bisect.insort(self._queue, queued, key=lambda q: q.order)
         self._by_id[utterance_id] = queued
+        self._wake()
 
     def feed(self, utterance_id: str, chunk: Pcm) -> None:
         """Appends 48 kHz mono audio. Ignored once the utterance is finished, dropped or gone."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from ai.utterance import Utterance
@@ -13,6 +13,9 @@ from media.inbound import Chunk16k
 from signaling.rooms import Participant
 
 log = logging.getLogger(__name__)
+
+CleanMic = Callable[[Participant, Chunk16k], Awaitable[list[Chunk16k]]]
+"""A raw microphone chunk in, the chunks the VAD should hear out (`RoomTables.clean`)."""
 
 INBOUND_QUEUE_CHUNKS = 250
 """16 kHz chunks (20 ms each, so 5 s) a feeder may fall behind before the oldest are
@@ -29,11 +32,12 @@ class _Feeder:
 class Feeders:
     """One room's feeders: a task per participant, started on join and awaited on leave.
 
-    Each feeder reads its participant's 16 kHz queue, cuts utterances with the VAD and
-    hands each to `submit`, tagged with the language the participant speaks then: the
-    one they pinned, or none (the translator detects it) with their listening language
-    as the declared one that detection favours. A
-    feeder that dies is logged with its error; nothing else stops it but `stop`/`close`.
+    Each feeder reads its participant's 16 kHz queue, passes each chunk through `clean`
+    (the room's acoustic tables) when given, cuts utterances with the VAD and hands each to
+    `submit`, tagged with the language the participant speaks then: the one they pinned,
+    or none (the translator detects it) with their listening language as the declared one
+    that detection favours. A feeder that dies is logged with its error; nothing else
+    stops it but `stop`/`close`.
     """
 
     def __init__(
@@ -42,11 +46,13 @@ class Feeders:
         vad: VadSettings,
         submit: Callable[[Utterance], object],
         on_segmented: Callable[[], None] = lambda: None,
+        clean: CleanMic | None = None,
     ) -> None:
         self._room_id = room_id
         self._vad = vad
         self._submit = submit
         self._on_segmented = on_segmented
+        self._clean = clean
         self._feeders: dict[str, _Feeder] = {}
 
     def __iter__(self) -> Iterator[str]:
@@ -84,12 +90,14 @@ class Feeders:
     async def _feed(self, participant: Participant, queue: asyncio.Queue[Chunk16k]) -> None:
         segmenter = VadSegmenter(self._vad, source_id=participant.id, room=self._room_id)
         while True:
-            chunk = await queue.get()
-            for utterance in segmenter.push(chunk.samples, chunk.time, chunk.received):
-                utterance.source_lang = participant.speaks
-                utterance.declared_lang = participant.lang
-                self._on_segmented()
-                self._submit(utterance)
+            raw = await queue.get()
+            chunks = [raw] if self._clean is None else await self._clean(participant, raw)
+            for chunk in chunks:
+                for utterance in segmenter.push(chunk.samples, chunk.time, chunk.received):
+                    utterance.source_lang = participant.speaks
+                    utterance.declared_lang = participant.lang
+                    self._on_segmented()
+                    self._submit(utterance)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

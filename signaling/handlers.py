@@ -1,5 +1,5 @@
 """Handlers of the client -> server messages: the core (join, offer, set_lang, leave) and
-live translation's (set_mix, rename_speaker, set_spoken_lang)."""
+live translation's (set_mix, rename_speaker, set_table, set_spoken_lang)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode
 
 from media.peer import OfferError
-from signaling.messages import ErrorCode, Message, MessageRegistry, ProtocolError, text
-from signaling.rooms import Participant, RoomFull
+from signaling.messages import (
+    ErrorCode,
+    Message,
+    MessageRegistry,
+    ProtocolError,
+    optional,
+    text,
+)
+from signaling.rooms import Participant, RoomFull, TooManyRooms
 from signaling.session import Session
 
 MAX_SDP_CHARS = 60_000
@@ -18,6 +25,7 @@ ROOM = text(1, 64, pattern=r"[A-Za-z0-9_-]+")
 NAME = text(1, 64, printable=True)
 LANG = text(1, 16)
 SDP = text(1, MAX_SDP_CHARS)
+PASSCODE = optional(text(1, 64, printable=True))
 
 
 def _listenable(session: Session, lang: str) -> str:
@@ -32,12 +40,19 @@ async def join(session: Session, message: Message) -> None:
     if session.participant is not None:
         raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
     lang = _listenable(session, message["lang"])
+    rooms = session.server.rooms
+    existing = rooms.get(message["room"])
+    passcode = message.get("passcode")
+    if existing is not None:
+        session.server.access.check_passcode(session.address, passcode, existing.passcode)
     try:
-        participant = session.server.rooms.join(
-            message["room"], message["name"], lang, session.send
-        )
+        participant = rooms.join(message["room"], message["name"], lang, session.send)
     except RoomFull as error:
         raise ProtocolError(ErrorCode.ROOM_FULL, str(error)) from error
+    except TooManyRooms as error:
+        raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, str(error)) from error
+    if existing is None:
+        participant.room.passcode = passcode  # whoever opens the room may lock it
     session.participant = participant
     session.send(
         {
@@ -45,6 +60,7 @@ async def join(session: Session, message: Message) -> None:
             "id": participant.id,
             "room": participant.room.id,
             "participants": participant.room.roster(),
+            "locked": participant.room.passcode is not None,
             "ice_servers": session.server.ice_servers,
         }
     )
@@ -85,18 +101,34 @@ async def leave(session: Session, message: Message) -> None:
 def core_messages() -> MessageRegistry:
     """A registry with the core protocol; features register more types on it."""
     registry = MessageRegistry()
-    registry.register("join", join, {"room": ROOM, "name": NAME, "lang": LANG}, requires_join=False)
+    registry.register(
+        "join", join, {"room": ROOM, "name": NAME, "lang": LANG, "passcode": PASSCODE},
+        requires_join=False,
+    )
     registry.register("offer", offer, {"sdp": SDP})
     registry.register("set_lang", set_lang, {"lang": LANG})
     registry.register("leave", leave)
     return registry
 
 
-class SpeakerRenamer(Protocol):
+class LiveControls(Protocol):
     def rename_speaker(self, participant: Participant, speaker: str, name: str) -> None:
         """Renames a speaker of `participant`'s room. Raises KeyError naming an unknown
         speaker, ValueError saying why a name is refused."""
         ...
+
+    async def set_table(
+        self, participant: Participant, other_id: str, together: bool | None
+    ) -> None:
+        """Seats `participant` and `other_id` together, apart, or as heard (None). Raises
+        KeyError naming an unknown participant, ValueError for a pair that cannot be."""
+        ...
+
+
+def _together(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be true, false or null")
+    return value
 
 
 def _unit_interval(value: Any) -> float:
@@ -133,19 +165,32 @@ async def set_spoken_lang(session: Session, message: Message) -> None:
     participant.speaks = lang
 
 
-def live_messages(registry: MessageRegistry, speakers: SpeakerRenamer) -> None:
+def live_messages(registry: MessageRegistry, live: LiveControls) -> None:
     """Adds live translation's message types to `registry`."""
 
     async def rename_speaker(session: Session, message: Message) -> None:
         participant = session.participant
         assert participant is not None  # requires_join
         try:
-            speakers.rename_speaker(participant, message["speaker"], message["name"])
+            live.rename_speaker(participant, message["speaker"], message["name"])
         except KeyError as error:
             raise ProtocolError("unknown_speaker", str(error.args[0])) from error
         except ValueError as error:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"rename_speaker: {error}") from error
 
+    async def set_table(session: Session, message: Message) -> None:
+        participant = session.participant
+        assert participant is not None  # requires_join
+        try:
+            await live.set_table(participant, message["participant"], message["together"])
+        except KeyError as error:
+            raise ProtocolError(ErrorCode.UNKNOWN_PARTICIPANT, str(error.args[0])) from error
+        except ValueError as error:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"set_table: {error}") from error
+
     registry.register("set_mix", set_mix, {"original": _unit_interval})
     registry.register("rename_speaker", rename_speaker, {"speaker": text(1, 32), "name": NAME})
+    registry.register(
+        "set_table", set_table, {"participant": text(1, 32), "together": _together}
+    )
     registry.register("set_spoken_lang", set_spoken_lang, {"lang": LANG})

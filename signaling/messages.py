@@ -31,19 +31,31 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     ICE_FAILED = "ice_failed"
+    UNKNOWN_PARTICIPANT = "unknown_participant"
+    UNAUTHORIZED = "unauthorized"
+    WRONG_PASSCODE = "wrong_passcode"
+    RETRY_LATER = "retry_later"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    TOO_MANY_SOCKETS = "too_many_sockets"
+    JOIN_TIMEOUT = "join_timeout"
+    BAD_ORIGIN = "bad_origin"
 
 
 class ProtocolError(Exception):
     """A client mistake. `close_code` set means the socket is closed after the error."""
 
-    def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, close_code: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.close_code = close_code
+        self.extra = extra
+        """More fields for the client, e.g. `retry_after` seconds."""
 
     def to_message(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
+        return {"type": "error", "code": self.code, "message": self.message, **self.extra}
 
 
 Message = dict[str, Any]
@@ -68,11 +80,35 @@ def text(
             raise ValueError(f"must be {min_length}-{max_length} characters long")
         if compiled is not None and not compiled.fullmatch(value):
             raise ValueError(f"must match {compiled.pattern}")
-        if printable and (not value.isprintable() or not value.strip()):
+        if printable and not is_display_name(value):
             raise ValueError("must be printable characters, not only spaces")
         return value
 
     return check
+
+
+JOINERS = frozenset("\u200c\u200d")
+"""Zero-width non-joiner and joiner: invisible, yet part of how Persian, Hindi and other
+scripts spell words, and of emoji sequences such as 👨‍👩‍👧. Every other format character
+(bidi overrides and isolates, zero-width spaces, tags) stays refused: they can make a
+name display as something else than it is."""
+
+
+def is_display_name(value: str) -> bool:
+    """Printable characters and joiners, with at least one visible character."""
+    if not all(char.isprintable() or char in JOINERS for char in value):
+        return False
+    return any(not char.isspace() and char not in JOINERS for char in value)
+
+
+@dataclass(frozen=True)
+class optional:
+    """A field the client may leave out; when present it must pass `check`."""
+
+    check: FieldCheck
+
+    def __call__(self, value: Any) -> Any:
+        return self.check(value)
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,8 @@ class MessageType:
         clean: Message = {"type": self.name}
         for field, check in self.fields.items():
             if field not in message:
+                if isinstance(check, optional):
+                    continue
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"{self.name}: missing field {field!r}")
             try:
                 clean[field] = check(message[field])

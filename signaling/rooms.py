@@ -43,8 +43,12 @@ class Participant:
         self.audio = InboundAudio(self.id, self.lang)
         self.listener = Listener(self.id, self.lang)
 
-    def describe(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "lang": self.lang}
+    def describe(self) -> dict[str, Any]:
+        """A roster entry; `table` lists who shares this participant's table, if anyone."""
+        entry: dict[str, Any] = {"id": self.id, "name": self.name, "lang": self.lang}
+        if self.listener.mix.table:
+            entry["table"] = sorted(self.listener.mix.table)
+        return entry
 
 
 class RoomObserver:
@@ -73,14 +77,20 @@ class RoomFull(Exception):
     pass
 
 
+class TooManyRooms(Exception):
+    pass
+
+
 class Room:
     def __init__(self, room_id: str, mixer: RoomMixer) -> None:
         self.id = room_id
         self.mixer = mixer
         self.participants: dict[str, Participant] = {}
+        self.passcode: str | None = None
+        """Set by whoever opened the room; later joiners must give it."""
         self._levels: asyncio.Task[None] | None = None
 
-    def roster(self) -> list[dict[str, str]]:
+    def roster(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.participants.values()]
 
     def broadcast(self, message: dict[str, Any], exclude: Participant | None = None) -> None:
@@ -122,8 +132,10 @@ class Rooms:
         max_participants: int = 50,
         mixer_factory: Callable[[], RoomMixer] | None = None,
         executor: Executor | None = None,
+        max_rooms: int = 100,
     ) -> None:
         self.max_participants = max_participants
+        self.max_rooms = max_rooms
         self._mixer_factory = mixer_factory or (lambda: RoomMixer(executor=executor))
         self._rooms: dict[str, Room] = {}
         self._observers: list[RoomObserver] = []
@@ -161,6 +173,8 @@ class Rooms:
         room = self._rooms.get(room_id)
         if room is not None and len(room.participants) >= self.max_participants:
             raise RoomFull(f"room {room_id!r} has {self.max_participants} participants already")
+        if room is None and len(self._rooms) >= self.max_rooms:
+            raise TooManyRooms(f"the server has {self.max_rooms} rooms open already")
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self._mixer_factory())
             room.start()

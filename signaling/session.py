@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCPeerConnection
 
 from media.peer import PeerConnections
+from signaling.access import Access
 from signaling.languages import LanguageSource
 from signaling.messages import ErrorCode, MessageRegistry, ProtocolError
 from signaling.ratelimit import TokenBucket
@@ -30,7 +30,17 @@ class SessionLimits:
     message_burst: int = 40
     outbox: int = 256
     """Server -> client messages waiting to be written. A client that lets this many pile
-    up is not reading; its socket is closed (1008) rather than buffering without end."""
+    up is not reading: it leaves its room at once (no ghost holding a seat), the backlog is
+    dropped and its socket is closed (1008) rather than buffering without end."""
+    join_timeout: float = 30.0
+    """Seconds a socket may stay open without joining a room (1008, `join_timeout`)."""
+    close_timeout: float = 10.0
+    """Seconds a closed socket's unsent data (the close frame last) may take to reach the
+    client. One that has not read it by then is cut off, so a silent non-reader cannot
+    keep its connection and buffers after leaving."""
+    sockets_per_address: int = 64
+    """Open WebSockets from one client address. Generous, since a whole office or a
+    table of phones may share one public address behind NAT."""
 
 
 @dataclass
@@ -44,8 +54,12 @@ class Signaling:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     """For the browser, in `RTCIceServer` form."""
     limits: SessionLimits = field(default_factory=SessionLimits)
+    access: Access = field(default_factory=Access)
     sessions: set[Session] = field(default_factory=set)
     """Open sockets, so shutdown can close each one."""
+
+    def sockets_from(self, address: str) -> int:
+        return sum(1 for session in self.sessions if session.address == address)
 
     def listenable(self, lang: str) -> bool:
         return any(info.code == lang and info.text_out for info in self.languages())
@@ -58,9 +72,13 @@ class _Close:
 
 
 class Session:
-    def __init__(self, ws: web.WebSocketResponse, server: Signaling) -> None:
+    def __init__(self, ws: web.WebSocketResponse, server: Signaling, address: str = "") -> None:
         self.ws = ws
         self.server = server
+        self.address = address
+        """The client's network address: per-address limits and guessing backoff."""
+        self.authorized = server.access.token is None
+        """Whether a message of this socket carried the operator token yet."""
         self.participant: Participant | None = None
         self.pc: RTCPeerConnection | None = None
         self._outbox: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue(
@@ -69,6 +87,8 @@ class Session:
         self._closing = False
         self._bucket = TokenBucket(server.limits.messages_per_second, server.limits.message_burst)
         self._writer: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+        """Set once the socket is closed and everything of this participant released."""
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message for this client. Never blocks; see `SessionLimits.outbox`."""
@@ -76,7 +96,7 @@ class Session:
             return
         if self._outbox.full():
             log.warning("closing a session whose client stopped reading")
-            self.close(WSCloseCode.POLICY_VIOLATION, "not reading")
+            self._close_now(WSCloseCode.POLICY_VIOLATION, "not reading")
             return
         self._outbox.put_nowait(message)
 
@@ -89,9 +109,39 @@ class Session:
             self._outbox.get_nowait()
         self._outbox.put_nowait(_Close(code, reason))
 
+    def shut_down(self) -> None:
+        """Close with 1001 `shutdown` at once: queued messages no longer matter."""
+        self._close_now(WSCloseCode.GOING_AWAY, "shutdown")
+
+    def _close_now(self, code: int, reason: str) -> None:
+        """Drop the backlog and put the close frame next on the wire, even when the writer
+        is stuck behind a client that does not read (its kernel buffers are full)."""
+        if self.ws.closed:
+            return  # a close frame is out already
+        self._closing = True
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        if self._writer is None:
+            self._outbox.put_nowait(_Close(code, reason))
+            return
+        self._writer.cancel()
+        self._writer = asyncio.create_task(
+            self._leave_and_close(code, reason), name="session-closer"
+        )
+
+    async def _leave_and_close(self, code: int, reason: str) -> None:
+        # Leave first: a client that reads nothing must not hold a seat meanwhile.
+        await self.end_media()
+        # No drain: the frame follows what the transport already holds; waiting for a
+        # non-reader to make room would wait forever.
+        await self.ws.close(code=code, message=reason.encode(), drain=False)
+
     async def run(self) -> None:
         """Serve the socket until it closes; then nothing of this participant remains."""
         self._writer = asyncio.create_task(self._write(), name="session-writer")
+        join_deadline = asyncio.get_running_loop().call_later(
+            self.server.limits.join_timeout, self._join_expired
+        )
         try:
             async for frame in self.ws:
                 if frame.type == WSMsgType.TEXT:
@@ -103,7 +153,19 @@ class Session:
                 if self._closing:
                     break
         finally:
+            join_deadline.cancel()
             await self._teardown()
+
+    def _join_expired(self) -> None:
+        if self.participant is not None or self._closing:
+            return
+        timeout = self.server.limits.join_timeout
+        self.send(
+            ProtocolError(
+                ErrorCode.JOIN_TIMEOUT, f"no join within {timeout:g} s of connecting"
+            ).to_message()
+        )
+        self.close(WSCloseCode.POLICY_VIOLATION, ErrorCode.JOIN_TIMEOUT)
 
     async def end_media(self) -> None:
         """Leave the room and release the peer connection (idempotent)."""
@@ -142,6 +204,11 @@ class Session:
                     WSCloseCode.POLICY_VIOLATION,
                 )
             kind, message = self.server.messages.parse(data)
+            if not self.authorized:
+                # Any message may carry `access_token` (join, or another first message such
+                # as a resume); until one does, nothing else is heard.
+                self.server.access.check_token(self.address, message.get("access_token"))
+                self.authorized = True
             if kind.requires_join and self.participant is None:
                 raise ProtocolError(ErrorCode.NOT_JOINED, f"{kind.name}: join a room first")
             await kind.handler(self, kind.validate(message))
@@ -165,7 +232,16 @@ class Session:
     async def _teardown(self) -> None:
         await self.end_media()
         self.close(WSCloseCode.OK)
-        if self._writer is not None:
-            # A client that stopped reading can stall a write; its socket gets no more time.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer, WRITER_GRACE_SECONDS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WRITER_GRACE_SECONDS
+        # `_close_now` may swap in a new writer meanwhile: wait for whichever is current.
+        while self._writer is not None and not self._writer.done():
+            if loop.time() >= deadline:
+                # A client that stopped reading can stall a write; it gets no more time.
+                self._writer.cancel()
+                break
+            await asyncio.wait({self._writer}, timeout=deadline - loop.time())
+        writer = self._writer
+        if writer is not None and writer.done() and not writer.cancelled() and writer.exception():
+            log.error("closing a session failed", exc_info=writer.exception())
+        self.finished.set()

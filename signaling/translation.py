@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -20,9 +21,13 @@ from ai.warmup import warm_up
 from signaling.languages import LanguageInfo
 from signaling.live import LiveTranslation
 from signaling.metrics import Metrics
-from signaling.web import SIGNALING
+from signaling.web import SETTINGS, SIGNALING
 
 log = logging.getLogger(__name__)
+
+
+class _ModelThreads(Protocol):
+    def close(self, wait: bool = True) -> None: ...
 
 
 @dataclass
@@ -78,7 +83,7 @@ def mount_translation(
         heard=heard_languages(loaded.translator),
         seamless_spoken=loaded.translator.speech_languages,
     )
-    add_rest_routes(app, engines)
+    add_rest_routes(app, engines, max_upload_bytes=app[SETTINGS].max_upload_bytes)
     app[SIGNALING].languages = lambda: [LanguageInfo(**info) for info in engines.languages()]
     embed = loaded.embedder.embed_async if loaded.embedder is not None else None
 
@@ -89,15 +94,26 @@ def mount_translation(
             )
             log.info("engines warmed up: %s", {k: round(v, 2) for k, v in took.items()})
 
+    engines_of_app: list[_ModelThreads] = (
+        [e for e in (loaded.translator, loaded.tts, loaded.embedder) if e is not None]
+        if owns_engines
+        else []
+    )
+
+    async def drop_queued(app: web.Application) -> None:
+        # At shutdown, before aiohttp waits for open requests: queued model calls end now,
+        # so requests and rooms waiting on them finish instead of running out the clock.
+        for engine in engines_of_app:
+            engine.close(wait=False)
+
     async def stop(app: web.Application) -> None:
-        if not owns_engines:
-            return
-        loaded.translator.close()
-        loaded.tts.close()
-        if loaded.embedder is not None:
-            loaded.embedder.close()
+        # Off the loop, wait for each model's running call: a thread still inside ONNX
+        # Runtime or torch when the interpreter exits aborts the process (exit 134).
+        for engine in engines_of_app:
+            await asyncio.to_thread(engine.close)
 
     app.on_startup.append(start)
+    app.on_shutdown.append(drop_queued)
     app.on_cleanup.append(stop)
     pipeline = PipelineEngines(
         loaded.translator, loaded.tts, seamless_spoken=loaded.translator.speech_languages

@@ -15,7 +15,9 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from ai.models import TestAssets
 from app import FLAGS, build_parser, parse_settings
+from signaling.session import SessionLimits
 from signaling.tls import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,26 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
     assert parse_settings([], {"BABBLEFISH_HTTP": "0"}).http is False
 
 
+def test_access_and_limit_flags_reach_the_server_settings() -> None:
+    env = {
+        "BABBLEFISH_ACCESS_TOKEN": "from-env",
+        "BABBLEFISH_ALLOWED_ORIGIN": "https://a.example, https://b.example:8443, null",
+        "BABBLEFISH_JOIN_TIMEOUT": "12.5",
+    }
+    argv = ["--max-rooms", "7", "--max-sockets-per-address", "3", "--rest-concurrency", "2",
+            "--max-upload-bytes", "1000", "--idle-timeout", "4"]
+    settings = parse_settings(argv, env)
+    assert settings.access_token == "from-env"
+    assert settings.allowed_origins == ["https://a.example", "https://b.example:8443", "null"]
+    assert settings.limits.join_timeout == 12.5 and settings.limits.sockets_per_address == 3
+    assert settings.limits.outbox == SessionLimits().outbox  # the rest of the group stays
+    assert (settings.max_rooms, settings.rest_concurrency) == (7, 2)
+    assert (settings.max_upload_bytes, settings.idle_timeout) == (1000, 4.0)
+    defaults = parse_settings([], {})
+    assert defaults.access_token is None and defaults.allowed_origins == []
+    assert defaults.limits == SessionLimits()
+
+
 @pytest.mark.parametrize(
     ("argv", "env"),
     [
@@ -80,6 +102,9 @@ def test_environment_overrides_defaults_and_flags_override_the_environment() -> 
         (["--ice-address", "my-host"], {}),
         (["--cert", "a.pem"], {}),
         (["--max-participants", "0"], {}),
+        (["--join-timeout", "0"], {}),
+        (["--allowed-origin", "evil.example"], {}),
+        ([], {"BABBLEFISH_MAX_ROOMS": "-3"}),
     ],
 )
 def test_bad_settings_exit_with_a_message(
@@ -210,3 +235,78 @@ def test_an_unknown_engine_is_refused() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "one of seamless, cascade" in result.stderr
+async def test_sigterm_with_the_engines_loaded_and_speech_in_flight_exits_0(
+    tmp_path: Path, tiny_seamless_dir: Path, wespeaker_dir: Path, test_assets: TestAssets
+) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "app.py"), "--http", "--host", "127.0.0.1",
+        "--port", str(port), "--data-dir", str(tmp_path),
+        "--seamless-model", str(tiny_seamless_dir), "--speaker-model", str(wespeaker_dir),
+        "--kokoro-model", str(test_assets.kokoro_model),
+        "--kokoro-voices", str(test_assets.kokoro_voices),
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    output = b""
+    try:
+        async with asyncio.timeout(600):  # start-up warms every Kokoro language
+            while b"listening" not in output:
+                line = await process.stdout.readline()
+                assert line, f"app.py exited before listening:\n{output.decode()}"
+                output += line
+            base = f"http://127.0.0.1:{port}"
+            text = "Good morning everyone, today we talk about the new project and its parts."
+            async with aiohttp.ClientSession() as session:
+                requests = [
+                    asyncio.create_task(session.post(f"{base}/speak", json=body))
+                    for body in (
+                        {"text": text, "lang": "eng"},
+                        {"text": text, "lang": "spa"},
+                    )
+                ] + [
+                    asyncio.create_task(session.post(f"{base}/translate", json={
+                        "text": text, "source_lang": "eng", "target_lang": "spa"}))
+                ]
+                async with session.get(f"{base}/health") as reply:
+                    assert reply.status == 200  # the requests above are in by now
+                process.send_signal(signal.SIGTERM)
+                replies = await asyncio.gather(*requests, return_exceptions=True)
+                for reply in replies:
+                    if isinstance(reply, aiohttp.ClientResponse):
+                        assert reply.status in (200, 503), reply.status
+                        reply.release()
+            output += await process.stdout.read()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text_out = output.decode(errors="replace")
+    assert code == 0, text_out[-3000:]
+    assert "terminate called" not in text_out and "Traceback" not in text_out, text_out[-3000:]
+
+
+async def test_connections_that_never_complete_a_request_are_closed(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"BABBLEFISH_PORT": str(port), "BABBLEFISH_DATA_DIR": str(tmp_path),
+           "BABBLEFISH_IDLE_TIMEOUT": "0.5"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "app.py"), "--no-translation", "--http", "--host", "127.0.0.1",
+        cwd=ROOT, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while b"listening" not in (line := await process.stdout.readline()):
+                assert line, "app.py exited before listening"
+            silent = await asyncio.open_connection("127.0.0.1", port)
+            trickle = await asyncio.open_connection("127.0.0.1", port)
+            trickle[1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a slowloris never ends it
+            for reader, _ in (silent, trickle):
+                assert await reader.read() == b""  # the server closed it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()

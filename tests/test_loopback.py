@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -48,13 +49,15 @@ async def test_same_language_hears_the_speaker_others_hear_silence(
     await carol.recorder.wait_for(FRAME_SAMPLES * 10)
     starts = {peer: peer.recorder.mark() for peer in (alice, bruno, carol)}
     alice.mic.play()
+    # The mixer of a silent room stops a few seconds after the last voice (no packets
+    # then): wait for a second past Alice's last voiced sample.
+    voiced_end = round(english_speech.voiced[-1][1] * MIX_RATE)
+    heard_until = voiced_end + MIX_RATE
     for peer in (carol, alice, bruno):
-        await peer.recorder.wait_for(
-            starts[peer] + len(english_speech.audio) + MIX_RATE - peer.recorder.samples
-        )
+        await peer.recorder.wait_for(starts[peer] + heard_until - peer.recorder.samples)
 
     heard = carol.recorder.audio(starts[carol])
-    assert aligned_correlation(english_speech.audio, heard) > 0.7
+    assert aligned_correlation(english_speech.audio[:voiced_end], heard) > 0.7
     assert np.max(np.abs(alice.recorder.audio(starts[alice]))) < 1e-3  # never hears herself
     assert np.max(np.abs(bruno.recorder.audio(starts[bruno]))) < 1e-3  # other language
 
@@ -95,10 +98,12 @@ async def test_a_lost_uplink_packet_leaves_no_backlog_at_the_server(
     await alice.join("loss", "Alice", "eng")
     inbound = signaling_of(babblefish).rooms.get("loss").participants[alice.id].audio
     decoded = [0]
+    progress = asyncio.Event()
     receive = inbound.receive
 
     def counting(pcm: np.ndarray, stream_time: float, received: float) -> None:
         decoded[0] += len(pcm)
+        progress.set()
         receive(pcm, stream_time, received)
 
     monkeypatch.setattr(inbound, "receive", counting)
@@ -116,10 +121,14 @@ async def test_a_lost_uplink_packet_leaves_no_backlog_at_the_server(
 
     monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", lossy)
     await alice.connect()
-    while sent[0] < 75:
-        await asyncio.sleep(FRAME_SAMPLES / MIX_RATE)
+
+    async def until(done: Callable[[], bool]) -> None:
+        while not done():
+            progress.clear()
+            await progress.wait()
+
+    await until(lambda: sent[0] >= 75)
     # What arrived is decoded, but for the packet or two still on its way: the server
     # holds no backlog behind the hole (aiortc's own buffer kept 15 packets for good).
     async with asyncio.timeout(10):
-        while sent[0] - 1 - decoded[0] // FRAME_SAMPLES > 2:
-            await asyncio.sleep(FRAME_SAMPLES / MIX_RATE)
+        await until(lambda: sent[0] - 1 - decoded[0] // FRAME_SAMPLES <= 2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
@@ -15,7 +15,8 @@ from media.jitter import JitterBuffer
 from media.limiter import CEILING, Limiter
 from media.mix_policy import DEFAULT_ORIGINAL, MixSettings, translated_mix
 from media.mixer import Listener, RoomMixer
-from media.opus import OpusEncoder
+from media.opus import OpusEncoder, silence_packet
+from media.playout import TranslationPlayout
 from media.resample import Decimator
 
 
@@ -156,6 +157,38 @@ async def test_silent_listeners_of_one_language_share_one_encode(
     shared = payloads["l0"]
     assert all(payloads[f"l{i}"] == shared for i in range(20))
     assert payloads["s"] != shared  # the speaker gets silence, not their own voice
+
+
+async def test_taps_see_each_listeners_encoded_mix_and_silence(
+    mixer: RoomMixer, encoders: list[RecordingEncoder]
+) -> None:
+    speech = tone(300, 0.4, ticks=2)
+    mixer.add_source("a", FrameSource(
+        [voice("a", "eng", speech[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(2)]
+    ))
+    people = room(mixer, ("a", "eng"), ("b", "eng"), ("c", "spa"))
+    seen: list[tuple[str, Pcm | None]] = []
+    mixer.add_tap(lambda pid, pcm: seen.append((pid, pcm)))
+    await run(mixer, people, 3)
+    by_tick = [dict(seen[i : i + 3]) for i in range(0, 9, 3)]
+    assert by_tick[0]["a"] is None and by_tick[0]["c"] is None  # silence: nothing sent
+    first = by_tick[0]["b"]
+    assert first is not None
+    np.testing.assert_array_equal(first, encoders[0].calls[0])  # exactly what was encoded
+    assert by_tick[2] == {"a": None, "b": None, "c": None}
+
+
+async def test_a_failing_tap_is_removed_and_mixing_goes_on(mixer: RoomMixer) -> None:
+    people = room(mixer, ("a", "eng"))
+    calls = []
+
+    def broken(pid: str, pcm: Pcm | None) -> None:
+        calls.append(pid)
+        raise RuntimeError("boom")
+
+    mixer.add_tap(broken)
+    got = await run(mixer, people, 2)
+    assert calls == ["a"] and len(got["a"]) == 2
 
 
 async def test_a_speaking_listener_gets_their_own_minus_self_mix(
@@ -383,3 +416,69 @@ async def test_16k_queue_is_a_real_asyncio_queue_for_consumers() -> None:
     inbound.receive(tone(300, 0.5), 0.0, 1.0)
     chunk = await waiter
     assert chunk.samples.dtype == np.float32 and chunk.received == 1.0
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never became true")
+
+
+async def test_a_room_with_nobody_to_hear_sleeps_at_once(mixer: RoomMixer) -> None:
+    mixer.start()
+    await eventually(lambda: mixer.sleeping)
+    assert mixer.stats.ticks == 0
+    listener = mixer.add_listener(Listener("a", "eng"))
+    await listener.track.recv()  # a listener wakes it
+    assert mixer.stats.ticks >= 1
+    await mixer.stop()
+
+
+async def test_a_silent_room_stops_ticking_until_someone_speaks(mixer: RoomMixer) -> None:
+    microphone = InboundAudio("a", "eng")
+    mixer.add_source("a", microphone)
+    listener = mixer.add_listener(Listener("b", "eng"))
+    mixer.start()
+    await eventually(lambda: mixer.sleeping)
+    ticks = mixer.stats.ticks
+    assert ticks >= 150  # three quiet seconds first
+    for _ in range(20):  # a silent microphone does not wake it
+        microphone.receive(np.zeros(FRAME_SAMPLES, np.float32), 0.0, 0.0)
+    await asyncio.sleep(0.1)
+    assert mixer.sleeping and mixer.stats.ticks == ticks
+    drain(listener)
+
+    for _ in range(3):
+        microphone.receive(tone(440, 0.3), 0.0, 0.0)
+    silence = silence_packet()
+    async with asyncio.timeout(10):
+        while bytes(await listener.track.recv()) == silence:
+            pass
+    assert mixer.stats.sleeps == 1
+    # The stale silence was not kept in front of the speech: it plays with the usual delay.
+    assert microphone.jitter.resynced == 1 and microphone.jitter.depth <= 2
+    await mixer.stop()
+
+
+async def test_a_reserved_translation_keeps_the_room_awake(mixer: RoomMixer) -> None:
+    playout = TranslationPlayout("eng")
+    mixer.add_source("translation:eng", playout)
+    mixer.add_listener(Listener("b", "eng"))
+    playout.reserve("u1", "a", 0.0)
+    assert playout.pending
+    for _ in range(200):
+        await mixer.tick()
+    assert not mixer._may_sleep()
+    playout.cancel("u1")
+    assert not playout.pending and mixer._may_sleep()
+
+
+def test_jitter_buffer_keeps_only_fresh_frames_after_nobody_popped() -> None:
+    buffer = JitterBuffer(prefill=2, capacity=6, trim_window=1000)
+    for level in range(10):
+        buffer.push(np.full(FRAME_SAMPLES, level / 10, np.float32))
+    frame = buffer.pop()
+    assert frame is not None and frame[0] == np.float32(0.8)
+    assert buffer.resynced == 1 and buffer.depth == 1

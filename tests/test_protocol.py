@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from ai.speakers import SpeakerRegistry
 from media.ice import browser_ice_server, parse_ice_server, plan_host_addresses
 from media.peer import OfferError, check_offer
 from signaling.handlers import core_messages
@@ -106,6 +108,25 @@ def test_text_field_check() -> None:
             check(bad)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["می\u200cخواهم", "👨\u200d👩\u200d👧", "🏳\ufe0f\u200d🌈", "अक्\u200dष", "Zoë " + "n" * 59],
+)
+def test_names_with_joiners_are_accepted_and_agree_with_the_speaker_registry(name: str) -> None:
+    assert parse({"type": "join", "room": "r", "name": name, "lang": "eng"})[1]["name"] == name
+    registry = SpeakerRegistry()
+    speaker = registry.assign(np.ones(4), "conn", 1.0, "x").speaker
+    assert registry.rename(speaker.id, name).name == name
+
+
+@pytest.mark.parametrize(
+    "name", ["\u200d", "\u200c \u200d", "evil\u202egnp.exe", "a\u2066b", "a\u200bb", "\u0007bell"]
+)
+def test_invisible_or_reordering_names_are_refused(name: str) -> None:
+    join = {"type": "join", "room": "r", "name": name, "lang": "eng"}
+    assert code_of(join) == ErrorCode.BAD_FIELD
+
+
 def test_token_bucket_allows_bursts_then_the_sustained_rate() -> None:
     now = [0.0]
     bucket = TokenBucket(rate=10, burst=3, clock=lambda: now[0])
@@ -169,6 +190,7 @@ async def test_offer_checks() -> None:
         sdp.replace("m=audio", "m=video"),
         sdp + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
         "\r\n".join(line for line in sdp.split("\r\n") if "opus" not in line.lower()),
+        "\r\n".join(line for line in sdp.split("\r\n") if "fingerprint" not in line),
     ):
         with pytest.raises(OfferError):
             check_offer(bad)

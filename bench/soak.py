@@ -1,0 +1,434 @@
+"""A hostile soak of a real server on loopback: crashes, contract violations, leaks.
+
+    .venv/bin/python -m bench.soak            # the full run (a few minutes on 2 cores)
+    .venv/bin/python -m bench.soak --quick    # a tenth of each phase
+
+The server is `app.py --no-translation --http` in its own process. Phases, each bounded
+in count and time:
+- hostile: 10,000 signaling messages over many sockets: malformed JSON, binary frames,
+  unknown types, bad fields, bad SDP, oversize frames, floods past the rate limit, names
+  with unicode edge cases (ZWJ/ZWNJ, RTL marks, combining marks, emoji sequences, NUL,
+  lone surrogates, 64+ characters).
+- cycles: join -> offer/answer -> ICE connected -> leave with aiortc, half of them abrupt
+  (socket dropped without `leave`, peer connection left to time out on the server).
+- idle: 1,000 WebSockets from 127.0.0.1 that never send anything, held, then closed.
+- storm: clients rejoining one room back to back (plain rejoins: a new socket each time).
+
+Contract: every `error` code the server sends must be one docs/protocol.md documents, and
+every close code one it names. Leaks: the server's own /health counts (sockets, rooms,
+participants, peer connections, asyncio tasks) must return to their idle values, and its
+RSS, threads and fds (from /proc) are printed before and after, after settling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from media.ice import offer_host_addresses
+from tests.fixtures.webrtc import SpeechTrack
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "protocol.md"
+PHASE_TIMEOUT = 240.0
+
+NAMES = [
+    "می\u200cخواهم",  # Persian with a ZWNJ
+    "👨\u200d👩\u200d👧",  # an emoji family (ZWJ sequence)
+    "\u202eevil\u202c",  # right-to-left override
+    "e\u0301\u0301\u0301\u0301",  # stacked combining marks
+    "a\u0000b",  # NUL
+    "\ud800",  # a lone surrogate (escaped in JSON)
+    "x" * 65,  # over the limit
+    "🇺🇳" * 16,
+    " ",
+    "",
+    "ok name",
+]
+
+
+def documented() -> tuple[set[str], set[int]]:
+    text = DOCS.read_text()
+    codes = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE))
+    closes = {int(c) for c in re.findall(r"\b(1000|1001|1008|1009|4\d{3})\b", text)} | {1000}
+    return codes, closes
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    closes: Counter[int] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def check(self, codes: set[str], closes: set[int]) -> None:
+        for code in self.errors:
+            if code not in codes:
+                self.violations.append(f"undocumented error code {code!r}")
+        for close in self.closes:
+            if close not in closes:
+                self.violations.append(f"undocumented close code {close}")
+
+
+def server_stats(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    threads = int(re.search(r"Threads:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return {"rss_kb": rss, "threads": threads, "fds": fds}
+
+
+async def health(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    async with session.get(f"{base}/health") as reply:
+        result: dict[str, Any] = await reply.json()
+        return result
+
+
+async def drain(ws: aiohttp.ClientWebSocketResponse, tally: Tally, idle: float = 0.3) -> None:
+    """Reads until the server closes the socket or says nothing for `idle` seconds."""
+    while True:
+        try:
+            message = await ws.receive(timeout=idle)
+        except TimeoutError:
+            return
+        if message.type == aiohttp.WSMsgType.TEXT:
+            data = json.loads(message.data)
+            if data.get("type") == "error":
+                tally.errors[data.get("code")] += 1
+        elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                              aiohttp.WSMsgType.CLOSING):
+            if ws.close_code is not None:
+                tally.closes[ws.close_code] += 1
+            return
+        elif message.type == aiohttp.WSMsgType.ERROR:
+            return
+
+
+def hostile_batch(rng: random.Random, offer: str) -> list[str | bytes]:
+    """About 20 frames of one kind of abuse, for one socket."""
+    kind = rng.choice(["json", "fields", "names", "sdp", "oversize", "flood", "binary"])
+    if kind == "json":
+        return [rng.choice(["{", "[]", "null", "1", '"x"', "{\"type\":", "\x00", "{}" * 500])
+                for _ in range(20)]
+    if kind == "fields":
+        return [json.dumps(m) for m in [
+            {"type": "join"}, {"type": "join", "room": 5, "name": "a", "lang": "eng"},
+            {"type": "join", "room": "r/../x", "name": "a", "lang": "eng"},
+            {"type": "join", "room": "r", "name": "a", "lang": "xx-nope"},
+            {"type": "offer", "sdp": "v=0"}, {"type": "set_lang", "lang": "eng"},
+            {"type": 7}, {"type": "leave", "extra": [1] * 100}, {"type": "dance"},
+        ] * 2]
+    if kind == "names":
+        return [json.dumps({"type": "join", "room": f"soak{rng.randrange(50)}", "name": name,
+                            "lang": "eng"}) for name in NAMES] + [
+            json.dumps({"type": "leave"})]
+    if kind == "sdp":
+        join = json.dumps({"type": "join", "room": f"sdp{rng.randrange(50)}", "name": "s",
+                           "lang": "eng"})
+        bad = [
+            "v=0\r\n", "not sdp", offer.replace("opus", "pcmu"),
+            offer.replace("a=fingerprint", "a=x-fingerprint"), offer + "m=video 9 x\r\n",
+            offer[: len(offer) // 2], "v=0\r\n" + "a=x\r\n" * 5000,
+        ]
+        return [join] + [json.dumps({"type": "offer", "sdp": sdp}) for sdp in bad]
+    if kind == "oversize":
+        return [json.dumps({"type": "join", "room": "r", "name": "n" * 70_000, "lang": "eng"})]
+    if kind == "flood":
+        return [json.dumps({"type": "set_lang", "lang": "eng"})] * 60
+    return [bytes(rng.randrange(256) for _ in range(64)) for _ in range(5)]
+
+
+async def real_offer() -> str:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp: str = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def hostile(session: aiohttp.ClientSession, base: str, count: int, tally: Tally) -> None:
+    rng = random.Random(10)
+    offer = await real_offer()
+    semaphore = asyncio.Semaphore(20)
+
+    async def one(frames: list[str | bytes]) -> None:
+        async with semaphore:
+            try:
+                ws = await session.ws_connect(f"{base}/ws", max_msg_size=0)
+            except aiohttp.WSServerHandshakeError as error:
+                tally.refused[f"http {error.status}"] += 1
+                return
+            reader = asyncio.create_task(drain(ws, tally, idle=1.0))
+            for frame in frames:
+                if ws.closed:
+                    break
+                try:
+                    if isinstance(frame, bytes):
+                        await ws.send_bytes(frame)
+                    else:
+                        await ws.send_str(frame)
+                except (ConnectionError, RuntimeError):
+                    break
+            await reader
+            await ws.close()
+
+    batches = []
+    while tally.sent < count:
+        frames = hostile_batch(rng, offer)
+        tally.sent += len(frames)
+        batches.append(frames)
+    await asyncio.gather(*(one(frames) for frames in batches))
+
+
+async def cycle(session: aiohttp.ClientSession, base: str, index: int, tally: Tally) -> None:
+    ws = await session.ws_connect(f"{base}/ws")
+    await ws.send_json({"type": "join", "room": f"cycle{index % 7}", "name": f"c{index}",
+                        "lang": "eng"})
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    connected = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def _state() -> None:
+        if pc.connectionState == "connected":
+            connected.set()
+
+    pc.addTransceiver(SpeechTrack(), direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    await ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                message = await ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    raise ConnectionError(f"socket ended: {message.type}")
+                data = json.loads(message.data)
+                if data["type"] == "error":
+                    tally.errors[data["code"]] += 1
+                if data["type"] == "answer":
+                    await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+                    break
+            await connected.wait()
+        if index % 2:
+            await ws.send_json({"type": "leave"})
+            await drain(ws, tally)
+            await ws.close()
+            await pc.close()
+        else:  # abrupt: the socket vanishes, then the media
+            ws._response.connection.transport.abort()  # type: ignore[union-attr]
+            await pc.close()
+    except (TimeoutError, ConnectionError) as error:
+        tally.violations.append(f"cycle {index}: {error!r}")
+        await pc.close()
+        await ws.close()
+
+
+async def cycles(session: aiohttp.ClientSession, base: str, count: int, tally: Tally) -> None:
+    semaphore = asyncio.Semaphore(4)
+
+    async def bounded(index: int) -> None:
+        async with semaphore:
+            await cycle(session, base, index, tally)
+
+    await asyncio.gather(*(bounded(i) for i in range(count)))
+
+
+async def idle_sockets(
+    session: aiohttp.ClientSession, base: str, count: int, tally: Tally, pid: int
+) -> dict[str, int]:
+    sockets = []
+    for _ in range(count):
+        try:
+            sockets.append(await session.ws_connect(f"{base}/ws"))
+        except aiohttp.WSServerHandshakeError as error:
+            tally.refused[f"http {error.status}"] += 1
+    await asyncio.sleep(2.0)
+    # The server may close some (a join timeout, a per-address cap): count how.
+    held = server_stats(pid)
+    for ws in sockets:
+        with contextlib.suppress(TimeoutError):
+            while (message := await ws.receive(timeout=0.01)).type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                if data.get("type") == "error":
+                    tally.refused[data.get("code")] += 1
+        if ws.closed and ws.close_code is not None:
+            tally.closes[ws.close_code] += 1
+        await ws.close()
+    held["accepted"] = len(sockets)
+    return held
+
+
+async def storm(session: aiohttp.ClientSession, base: str, clients: int, rounds: int,
+                tally: Tally) -> None:
+    async def client(index: int) -> None:
+        for _ in range(rounds):
+            ws = await session.ws_connect(f"{base}/ws")
+            await ws.send_json({"type": "join", "room": "storm", "name": f"s{index}",
+                                "lang": "eng"})
+            message = await ws.receive(timeout=30)
+            data = json.loads(message.data)
+            if data.get("type") == "error":
+                tally.errors[data["code"]] += 1
+            if index % 2:
+                await ws.close()
+            else:
+                ws._response.connection.transport.abort()  # type: ignore[union-attr]
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def settle(session: aiohttp.ClientSession, base: str, idle: dict[str, Any]) -> dict[str, Any]:
+    """Waits (up to a minute) for /health to come back to its idle counts."""
+    keys = ("sockets", "rooms", "participants", "peer_connections")
+    now: dict[str, Any] = {}
+    for _ in range(120):
+        now = await health(session, base)
+        if all(now[k] == 0 for k in keys) and now["tasks"] <= idle["tasks"]:
+            break
+        await asyncio.sleep(0.5)
+    return now
+
+
+def line(title: str, stats: dict[str, int]) -> str:
+    return (f"  {title:<24} RSS {stats['rss_kb'] / 1024:7.1f} MB  threads {stats['threads']:3d}"
+            f"  fds {stats['fds']:5d}")
+
+
+async def soak(scale: float) -> int:
+    offer_host_addresses(["127.0.0.1"])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "app.py", "--no-translation", "--http", "--host", "127.0.0.1",
+        "--port", str(port), "--ice-address", "127.0.0.1", "--log-level", "ERROR",
+        "--max-participants", "200",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    started = await process.stdout.readline()
+    if b"listening" not in started:
+        raise SystemExit(f"the server did not start: {(await process.stderr.read())[-2000:]!r}")
+    errors_logged = asyncio.create_task(process.stderr.read())
+    codes, closes = documented()
+    connector = aiohttp.TCPConnector(limit=0)
+    session = aiohttp.ClientSession(connector=connector)
+    failures = 0
+    try:
+        # One small round of each phase first: what the server allocates once (imports,
+        # codec tables, malloc arenas) is not a leak, so "before" is measured after it.
+        for warm_up in (hostile(session, base, 200, Tally()), cycles(session, base, 6, Tally()),
+                        storm(session, base, 4, 2, Tally())):
+            await warm_up
+        idle_health = await settle(session, base, {"tasks": 1_000_000})
+        await asyncio.sleep(2.0)
+        before = server_stats(process.pid)
+        print(f"bench.soak: server pid {process.pid}, documented error codes {sorted(codes)}, "
+              f"close codes {sorted(closes)}", flush=True)
+        print(line("idle, after warm-up", before), flush=True)
+        phases = [
+            ("hostile messages", lambda t: hostile(session, base, int(10_000 * scale), t)),
+            ("join/negotiate/leave", lambda t: cycles(session, base, int(300 * scale), t)),
+            ("reconnect storm", lambda t: storm(session, base, 20, int(15 * scale) or 1, t)),
+        ]
+        for title, run in phases:
+            tally = Tally()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(PHASE_TIMEOUT):
+                    await run(tally)
+            except TimeoutError:
+                tally.violations.append(f"did not finish in {PHASE_TIMEOUT:g} s")
+            took = time.monotonic() - started
+            tally.check(codes, closes)
+            alive = process.returncode is None
+            print(f"- {title}: {took:.1f} s, sent {tally.sent or '-'}, errors "
+                  f"{dict(tally.errors.most_common())}, closes {dict(tally.closes)}, "
+                  f"refused {dict(tally.refused)}, server {'alive' if alive else 'CRASHED'}",
+                  flush=True)
+            if alive:
+                await settle(session, base, idle_health)
+                print(line("after it settled", server_stats(process.pid)), flush=True)
+            for violation in tally.violations[:10]:
+                print(f"    VIOLATION {violation}", flush=True)
+            failures += len(tally.violations) + (not alive)
+            if not alive:
+                return 1
+        # Twice: memory the allocator keeps after the first round is reused by the second
+        # (a high-water mark); a leak would grow again.
+        for round_ in (1, 2):
+            tally = Tally()
+            count = int(1000 * scale)
+            held = await idle_sockets(session, base, count, tally, process.pid)
+            tally.check(codes, closes)
+            print(f"- {count} idle sockets from 127.0.0.1 (round {round_}): upgraded "
+                  f"{held['accepted']}, refused {dict(tally.refused)}, closed by the server "
+                  f"{dict(tally.closes)}", flush=True)
+            print(line("while held", held), flush=True)
+            await settle(session, base, idle_health)
+            print(line("after they closed", server_stats(process.pid)), flush=True)
+            failures += len(tally.violations)
+
+        after_health = await settle(session, base, idle_health)
+        await asyncio.sleep(2.0)
+        after = server_stats(process.pid)
+        print(line("after settling", after), flush=True)
+        leaks = {k: after_health[k] for k in ("sockets", "rooms", "participants",
+                                              "peer_connections") if after_health[k]}
+        extra_tasks = after_health["tasks"] - idle_health["tasks"]
+        growth = (after["rss_kb"] - before["rss_kb"]) / before["rss_kb"] * 100
+        print(f"  /health idle {idle_health} -> after {after_health}", flush=True)
+        print(f"  leaks: {leaks or 'none'}, extra tasks {extra_tasks}, RSS {growth:+.1f} % "
+              f"(goal within 5 %), threads {after['threads'] - before['threads']:+d}, "
+              f"fds {after['fds'] - before['fds']:+d}", flush=True)
+        failures += len(leaks) + (extra_tasks > 0)
+    finally:
+        await session.close()
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+        logged = (await errors_logged).decode(errors="replace")
+        tracebacks = logged.count("Traceback")
+        print(f"  server exit {process.returncode}; ERROR lines logged "
+              f"{logged.count(' ERROR ')}, tracebacks {tracebacks}", flush=True)
+        causes = Counter(
+            lines[-1] for block in logged.split("Traceback")[1:]
+            if (lines := [x for x in block.splitlines() if x and not x.startswith(" ")])
+        )
+        for cause, times in causes.most_common(5):
+            print(f"    {times} x {cause[:160]}", flush=True)
+        offer_host_addresses(None)
+    return 1 if failures else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of each phase")
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(soak(0.1 if args.quick else 1.0)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Echo of other phones' loudspeakers, taken out of a microphone before the VAD hears it.
+
+The server knows what it sent to every phone. Correlating a microphone with what another
+phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
+(network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
+hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
+reference is the sum of what every loudspeaker it hears played, each lined up ahead of
+its own echo, so the canceller's cost does not grow with the loudspeakers around.
+Loudspeakers of the same table are included before their echo has been measured, at
+`NOMINAL_DELAY`, because measuring takes a couple of seconds of playback.
+
+Choice of canceller: WebRTC AEC3 (PyPI `aec-audio-processing`), one per microphone on the
+summed reference. Measured with bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room,
+RT60 0.4 s: a neighbour's loudspeaker 1.2 m away plays 14 s of Spanish, then the owner
+talks over it. ERLE after 4 s; "echo VAD": utterances the project's VAD cuts from the
+echo-only output; "near kept": near speech over (residual + distortion) in double talk,
+sample by sample; "DT VAD": utterances found in double talk / with the talker alone.
+
+    canceller                 ERLE dB  echo VAD  near kept dB  DT VAD  CPU % of a core
+    none                          0.0         3           4.6     1/2             0.01
+    AEC3 (aec-audio-processing)  35.2         0          -1.6     2/2             1.61
+    speexdsp, 128 ms filter      24.6         3          13.2     2/2             0.57
+    speexdsp, 256 ms filter      25.7         2          13.2     2/2             0.66
+
+AEC3's "near kept" is low because its high-pass filter and residual suppressor change the
+waveform; the VAD still finds both double-talk sentences. With two neighbours playing
+(Spanish and French) into one microphone, after 4 s: AEC3 on the summed reference 24.7 dB
+ERLE, 0 echo utterances, 1.26 % CPU; one AEC3 per loudspeaker 30.2 dB, 1 utterance,
+2.15 %; AEC3 with a 2-channel reference 25.1 dB, 1 utterance, 1.23 %; two speexdsp in
+cascade 15.4 dB, 3 utterances, 0.97 %, near speech untouched (-0.1 dB) where AEC3 lowers
+it by 7-23 dB while both play. With its reference 0-400 ms early, AEC3 still reaches
+19-30 dB in its first 2 s (500 ms: 11 dB), so references need no exact alignment.
+
+Reasons: speexdsp is linear only, and its residual echo is loud enough for the VAD to cut
+utterances from it, which is the one thing this module must prevent; it also needs
+`apt-get install libspeexdsp-dev swig` and dates from 2018. AEC3's residual suppressor
+leaves no utterance; one instance on the summed reference costs the same whatever the
+number of loudspeakers, within the 5 % per participant budget. Its cost is double talk:
+near speech is attenuated while a neighbour plays (the VAD still hears it, but levels
+across the table become less comparable, see bench/colocated.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from media.automix import frame_db
+from media.echo_cancellers import Canceller
+from media.frames import Pcm
+from media.grouping import Evidence
+from media.resample import Decimator
+from media.timeline import FRAME, RATE, Timeline
+
+MAX_LEAD = RATE * 350 // 1000
+TARGET_LEAD = RATE * 100 // 1000
+"""A reference may run up to `MAX_LEAD` ahead of its echo; AEC3's own delay estimator
+finds the rest (bench/echo_cancellers.py --lead)."""
+
+NOMINAL_DELAY = RATE * 50 // 1000
+"""Echo delay assumed for a loudspeaker at the table before its own has been measured:
+the shortest a real one takes. AEC3's own delay estimator finds echoes that come up to
+about 450 ms later than the reference (bench/echo_cancellers.py --lead), which covers
+the usual 100-500 ms of network, playout buffer and air, so a phone's first translation
+is cancelled from its first second."""
+
+WARM_UP_FRAMES = 100
+SETTLE_FRAMES = 75
+"""AEC3 leaves echo through for about its first second of playback, for a while after a
+reference is moved, and for a loudspeaker not yet measured (lined up at `NOMINAL_DELAY`,
+off the others' common lead): seen on the simulated table. So a microphone's frames are
+muted during its canceller's first 2 s of playback, 1.5 s of playback after a move, and
+while a loudspeaker of its table that has not been measured yet plays: about the first
+2-3 s of each neighbour's first translation. Someone speaking over exactly those seconds
+loses them; after that, double talk passes."""
+
+PLAYED_ACTIVE_DBFS = -50.0
+"""Played audio louder than this counts as the loudspeaker sounding."""
+
+ECHO_DOMINATED_DB = 10.0
+"""A frame that loses this much to the cancellers was mostly echo (for the metric)."""
+
+
+class Loudspeaker:
+    """What the server sent one phone, at 16 kHz on the server clock."""
+
+    def __init__(self) -> None:
+        self.played = Timeline()
+        self._decimator = Decimator()
+        self._next: int | None = None
+
+    def play(self, start: int, pcm48k: Pcm | None) -> None:
+        """One mixer tick (20 ms at 48 kHz, or None for silence) sent at `start`.
+
+        Ticks are contiguous, so a tick lands where the previous one ended unless the
+        clock says it is more than a frame off (the mixer skipped ticks, or stalled).
+        """
+        if self._next is not None and abs(start - self._next) <= FRAME:
+            start = self._next
+        samples = (np.zeros(FRAME * 3, np.float32) if pcm48k is None
+                   else np.asarray(pcm48k, np.float32))
+        decimated = self._decimator(samples)
+        self.played.write(start, decimated)
+        self._next = start + len(decimated)
+
+
+@dataclass
+class EchoPath:
+    """One loudspeaker as heard by one microphone: echo delays 0 to 1 s are searched as
+    lags of ±0.5 s around 0.5 s."""
+
+    evidence: Evidence
+    shift: int | None = None
+    """Samples back from a microphone frame at which the reference is read."""
+
+    @property
+    def delay(self) -> int | None:
+        """Samples from a sound's place in the played timeline to its echo in the mic's."""
+        lag = self.evidence.lag if self.evidence.linked else None
+        return None if lag is None else lag + self.evidence.max_lag
+
+    def align(self, nearby: bool) -> int | None:
+        """How far back to read the played audio for this microphone's frame, or None
+        when the loudspeaker is not heard. Moving a reference sends AEC3 looking for the
+        delay afresh, and a measured delay can be off by the echo of another phone that
+        plays the same translation, so the reference moves only when the measured echo
+        falls outside the 0 to `MAX_LEAD` that AEC3 covers; then `TARGET_LEAD` ahead."""
+        measured = self.delay
+        if measured is None:
+            if not nearby:
+                self.shift = None
+            elif self.shift is None:
+                self.shift = NOMINAL_DELAY
+        elif self.shift is None or not 0 <= measured - self.shift <= MAX_LEAD:
+            self.shift = max(measured - TARGET_LEAD, 0)
+        return self.shift
+
+    @property
+    def measured(self) -> bool:
+        return self.delay is not None
+
+
+class MicEcho:
+    """One microphone's canceller, fed every loudspeaker it hears, each lined up."""
+
+    def __init__(self, make_canceller: Callable[[], Canceller], max_lag: int) -> None:
+        self.paths: dict[str, EchoPath] = {}
+        self._max_lag = max_lag
+        self._make = make_canceller
+        self._canceller: Canceller | None = None
+        self._settling = WARM_UP_FRAMES
+        """Frames of playback still to be muted while the canceller converges."""
+        self.muted = False
+        """Whether the last frame cleaned fell in the warm-up and should be muted."""
+
+    def path(self, speaker: str) -> EchoPath:
+        return self.paths.setdefault(speaker, EchoPath(Evidence(self._max_lag)))
+
+    def forget(self, speaker: str) -> None:
+        self.paths.pop(speaker, None)
+
+    def clean(
+        self, start: int, frame: Pcm, speakers: dict[str, Loudspeaker], nearby: frozenset[str]
+    ) -> Pcm:
+        """The frame at `start` with the echo taken out of every loudspeaker that is
+        linked or `nearby` (at the same table); the frame itself while there is none."""
+        reference: Pcm | None = None
+        unmeasured_playing = False
+        for speaker, loudspeaker in speakers.items():
+            if speaker not in nearby and speaker not in self.paths:
+                continue
+            path = self.path(speaker)
+            before = path.shift
+            shift = path.align(nearby=speaker in nearby)
+            if shift is None:
+                continue
+            if before is not None and shift != before:
+                # Moving a reference sends AEC3 looking for the delay afresh.
+                self._settling = max(self._settling, SETTLE_FRAMES)
+            played = loudspeaker.played.read(start - shift, FRAME)
+            if not path.measured:
+                # Its echo in this frame may be of anything played up to MAX_LEAD earlier.
+                ahead = loudspeaker.played.read(start - shift - MAX_LEAD, MAX_LEAD + FRAME)
+                unmeasured_playing |= frame_db(ahead) >= PLAYED_ACTIVE_DBFS
+            reference = played if reference is None else reference + played
+        if reference is None:
+            return frame
+        if self._canceller is None:
+            self._canceller = self._make()
+        cleaned = self._canceller.process(frame, reference)
+        playing = frame_db(reference) >= PLAYED_ACTIVE_DBFS
+        self.muted = unmeasured_playing or (playing and self._settling > 0)
+        if playing and self._settling > 0:
+            self._settling -= 1
+        return cleaned
+
+
+def echo_dominated(before: Pcm, after: Pcm) -> bool:
+    return frame_db(before) - frame_db(after) >= ECHO_DOMINATED_DB
