@@ -26,6 +26,7 @@
     too_many_sockets: 'Too many connections from your network to this server. Close other BabbleFish tabs, then join again.',
     join_timeout: 'The connection waited too long without joining. Join again.',
     ice_failed: 'The audio connection failed; a firewall may be blocking it. Join again, or ask whoever runs the server to set up a TURN server.',
+    resume_failed: 'You were disconnected for too long, so your place in the room was given up. Join again.',
   };
 
   function serverError(code, detail) {
@@ -51,7 +52,10 @@
       text: () => 'The server address is not valid. It looks like https://example.org:8443',
     },
     connection_lost: {
-      text: () => 'The connection to the server was lost. Join again to reconnect.',
+      text: () => 'The connection to the server was lost and could not be restored. Check your network, then join again.',
+    },
+    resumed_elsewhere: {
+      text: () => 'You are in this room from another tab or window now, so this one stopped.',
     },
     server_shutdown: {
       text: () => 'The server is shutting down. Join again in a moment.',
