@@ -6,6 +6,7 @@ Pure numpy and data: which voices exist per language comes from
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 
@@ -29,16 +30,15 @@ def estimate_pitch(audio: Audio, rate: int = PIPELINE_RATE) -> float | None:
     energy = np.sum(frames**2, axis=1)
     loud = frames[energy > 0.1 * np.max(energy)] if np.max(energy) > 0 else frames[:0]
     shortest, longest = int(rate / HIGHEST_F0), int(rate / LOWEST_F0)
-    pitches = []
-    for frame in loud:
-        spectrum = np.fft.rfft(frame * np.hanning(_FRAME), 2 * _FRAME)
-        correlation = np.fft.irfft(np.abs(spectrum) ** 2)[: longest + 1]
-        if correlation[0] <= 0:
-            continue
-        lag = shortest + int(np.argmax(correlation[shortest:]))
-        # Only strongly periodic frames (voiced vowels) speak for the pitch.
-        if correlation[lag] / correlation[0] >= 0.5:
-            pitches.append(rate / lag)
+    # Every frame at once: one batched FFT instead of a Python loop per 20 ms frame.
+    spectra = np.fft.rfft(loud * np.hanning(_FRAME), 2 * _FRAME, axis=1)
+    correlation = np.fft.irfft(np.abs(spectra) ** 2, axis=1)[:, : longest + 1]
+    power = correlation[:, 0]
+    lags = shortest + np.argmax(correlation[:, shortest:], axis=1)
+    peaks = correlation[np.arange(len(lags)), lags]
+    # Only strongly periodic frames (voiced vowels) speak for the pitch.
+    periodic = (power > 0) & (peaks >= 0.5 * power)
+    pitches = rate / lags[periodic]
     if len(pitches) < 5:
         return None
     return float(np.median(pitches))
@@ -72,6 +72,15 @@ class VoiceCasting:
         voice = min(candidates, key=lambda v: (in_use[v], candidates.index(v)))
         self._cast[(speaker_id, lang)] = voice
         return voice
+
+    async def cast(self, speaker_id: str, lang: str, audio: Audio) -> str:
+        """`voice_for`, with the pitch (30-110 ms of numpy for 3-12 s of speech) estimated
+        on a worker thread instead of the event loop that runs every room's 20 ms ticks."""
+        if self._gender.get(speaker_id) is None and (speaker_id, lang) not in self._cast:
+            pitch = await asyncio.to_thread(estimate_pitch, audio)
+            if pitch is not None and self._gender.get(speaker_id) is None:
+                self._gender[speaker_id] = "female" if pitch >= FEMALE_FROM_HZ else "male"
+        return self.voice_for(speaker_id, lang)
 
     def gender_of(self, speaker_id: str) -> str | None:
         return self._gender.get(speaker_id)

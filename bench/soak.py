@@ -262,7 +262,7 @@ async def idle_sockets(
     # The server may close some (a join timeout, a per-address cap): count how.
     held = server_stats(pid)
     for ws in sockets:
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
             while (message := await ws.receive(timeout=0.01)).type == aiohttp.WSMsgType.TEXT:
                 data = json.loads(message.data)
                 if data.get("type") == "error":

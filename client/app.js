@@ -178,8 +178,13 @@
     setLanguages(body.languages);
   }
 
+  const spoken = new BF.SpokenLanguage($('spoken-lang'), (lang) => {
+    if (state.session && state.session.joined) state.session.send({ type: 'set_spoken_lang', lang });
+  });
+
   function setLanguages(languages) {
     state.languages = languages;
+    spoken.setLanguages(languages);
     const listenable = languages.filter((lang) => lang.text_out);
     joinPicker.setLanguages(listenable);
     roomPicker.setLanguages(listenable);
@@ -277,6 +282,7 @@
     // The server starts everyone at the default; only another balance needs a message
     // (and a server without translation then has nothing to refuse).
     if (state.mix !== DEFAULT_MIX) state.session.setMix(state.mix);
+    spoken.joined();
     renderPeople(joined.participants);
     state.micMeter = new BF.levels.LevelMeter(mic, (level) => {
       showMeter(ui.micMeter, level);

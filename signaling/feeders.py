@@ -39,8 +39,10 @@ class Feeders:
 
     Each feeder reads its participant's 16 kHz queue, passes each chunk through `clean`
     (the room's acoustic tables) when given, cuts utterances with the VAD and hands each to
-    `submit`, tagged with the language the participant speaks then. A feeder that dies is
-    logged with its error; nothing else stops it but `stop`/`close`.
+    `submit`, tagged with the language the participant speaks then: the one they pinned,
+    or none (the translator detects it) with their listening language as the declared one
+    that detection favours. A feeder that dies is logged with its error; nothing else
+    stops it but `stop`/`close`.
     """
 
     def __init__(
@@ -107,7 +109,8 @@ class Feeders:
 
     def _hand_on(self, participant: Participant, utterances: list[Utterance]) -> None:
         for utterance in utterances:
-            utterance.source_lang = participant.lang
+            utterance.source_lang = participant.speaks
+            utterance.declared_lang = participant.lang
             self._on_segmented()
             self._submit(utterance)
 

@@ -1,5 +1,5 @@
 """Handlers of the client -> server messages: the core (join, offer, set_lang, leave) and
-live translation's (set_mix, rename_speaker, set_table)."""
+live translation's (set_mix, rename_speaker, set_table, set_spoken_lang)."""
 
 from __future__ import annotations
 
@@ -190,6 +190,26 @@ async def set_mix(session: Session, message: Message) -> None:
     participant.listener.mix.original = message["original"]
 
 
+AUTO = "auto"
+"""`set_spoken_lang`'s value for "detect the language I speak"."""
+
+
+async def set_spoken_lang(session: Session, message: Message) -> None:
+    """Pins the language the participant speaks, or `auto` to have it detected."""
+    participant = session.participant
+    assert participant is not None  # requires_join
+    lang = message["lang"]
+    if lang == AUTO:
+        participant.speaks = None
+        return
+    if not any(info.code == lang and info.speech_in for info in session.server.languages()):
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_LANG,
+            f"{lang!r} is not a language the server hears (/languages speech_in), nor auto",
+        )
+    participant.speaks = lang
+
+
 def live_messages(registry: MessageRegistry, live: LiveControls) -> None:
     """Adds live translation's message types to `registry`."""
 
@@ -218,3 +238,4 @@ def live_messages(registry: MessageRegistry, live: LiveControls) -> None:
     registry.register(
         "set_table", set_table, {"participant": text(1, 32), "together": _together}
     )
+    registry.register("set_spoken_lang", set_spoken_lang, {"lang": LANG})

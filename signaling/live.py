@@ -172,8 +172,8 @@ class LiveTranslation(RoomObserver):
             live.announcer.speakers(live.voices)
 
     # -- helpers ------------------------------------------------------------------------
-    def _cast(self, live: LiveRoom, speaker_id: str, lang: str, audio: Audio) -> str:
-        voice = live.casting.voice_for(speaker_id, lang, audio)
+    async def _cast(self, live: LiveRoom, speaker_id: str, lang: str, audio: Audio) -> str:
+        voice = await live.casting.cast(speaker_id, lang, audio)
         if live.voices.get(speaker_id) != voice:
             live.voices[speaker_id] = voice
             live.announcer.speakers(live.voices)

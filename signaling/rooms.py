@@ -48,6 +48,9 @@ class Participant:
     room: Room
     send: Send
     """Queue a server -> client message for this participant; never blocks."""
+    speaks: str | None = None
+    """The language they pinned as the one they speak; None: detected per utterance,
+    favouring `lang`."""
     audio: InboundAudio = field(init=False)
     listener: Listener = field(init=False)
     resume_token: str = field(init=False, default="")
