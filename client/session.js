@@ -111,6 +111,7 @@
       this.pc = null;
       this.states = { socket: 'connecting', peer: 'new' };
       this.resumeToken = null; // from `joined`/`resumed`: our way back after a drop
+      this.peerConnected = false; // the current peer connection reached `connected`
       this.interrupted = false; // the connection dropped and we are getting it back
       this.retry = null;        // BF.reconnect.Backoff while interrupted
       this.retryTimer = null;
@@ -146,9 +147,7 @@
         if (ws !== this.ws) return;
         this.opened = true;
         if (this.interrupted) {
-          // A new socket: the operator's token (when the server has one) goes along again.
-          const access = this.join.access_token ? { access_token: this.join.access_token } : {};
-          this.send({ type: 'resume', resume_token: this.resumeToken, ...access });
+          this.send({ type: 'resume', resume_token: this.resumeToken });
         } else {
           this.setState('socket', 'open');
           this.send({ type: 'join', ...this.join });
@@ -184,7 +183,9 @@
 
     onClose(event) {
       if (this.ended) return;
-      if (this.resumeToken && (this.interrupted || RESUMABLE_CLOSES.has(event.code))) {
+      // Media that never connected failed for good (a firewall), not for a dropped network.
+      const resumable = RESUMABLE_CLOSES.has(event.code) && (event.code !== 4001 || this.peerConnected);
+      if (this.resumeToken && (this.interrupted || resumable)) {
         this.interrupt();
         return;
       }
@@ -232,12 +233,14 @@
     async startMedia(iceServers) {
       const pc = new RTCPeerConnection({ iceServers });
       this.pc = pc;
+      this.peerConnected = false;
       pc.addEventListener('connectionstatechange', () => {
         if (pc !== this.pc || this.ended) return;
         const state = pc.connectionState;
         this.setState('peer', state);
         clearTimeout(this.peerTimer);
-        const resumable = Boolean(this.resumeToken);
+        if (state === 'connected') this.peerConnected = true;
+        const resumable = Boolean(this.resumeToken) && this.peerConnected;
         if (state === 'failed') {
           if (resumable) this.interrupt();
           else this.end({ problem: 'peer_failed' });

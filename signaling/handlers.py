@@ -112,6 +112,12 @@ async def offer(session: Session, message: Message) -> None:
         )
     peers = session.server.peers
     pc = session.pc = peers.create(on_ended=session.media_failed)
+
+    @pc.on("connectionstatechange")
+    def _connected() -> None:
+        if pc.connectionState == "connected":
+            session.media_connected = True
+
     try:
         sdp = await peers.answer(
             pc, message["sdp"], participant.listener.track, participant.audio.attach

@@ -87,6 +87,9 @@ class Session:
         )
         self._closing = False
         self._resumable = True
+        self.media_connected = False
+        """Whether this socket's peer connection ever connected: a failure after that is a
+        dropped network (resumable); one before is a path that does not work (a leave)."""
         """Whether the participant keeps their place when the socket ends: yes when the
         connection dropped (or its media failed), no when the server sent it away."""
         self._bucket = TokenBucket(server.limits.messages_per_second, server.limits.message_burst)
@@ -109,7 +112,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
-        self._resumable = code == CLOSE_ICE_FAILED
+        self._resumable = code == CLOSE_ICE_FAILED and self.media_connected
         if self._outbox.full():
             self._outbox.get_nowait()
         self._outbox.put_nowait(_Close(code, reason))

@@ -27,7 +27,7 @@ from tests.fixtures.live import ScriptedTranslator
 from tests.fixtures.server import ServerFactory, signaling_of
 from tests.fixtures.speech import compose
 from tests.fixtures.webrtc import PeerFactory, TestPeer
-from tests.test_bad_input import eventually, expect_error
+from tests.test_bad_input import a_real_offer, eventually, expect_error
 from tests.test_live import Message, assert_speech_like, everyone_connected, final_caption
 from tests.test_live import next_message as next_message_of
 
@@ -254,3 +254,21 @@ async def test_behind_an_operator_token_a_resume_needs_it_too(
     await again.send({"type": "resume", "resume_token": token, "access_token": operator})
     resumed = await again.expect("resumed")
     assert resumed["name"] == "Alice" and resumed["room"] == "private"
+
+
+async def test_media_that_never_connected_is_a_leave_not_a_drop(
+    babblefish_factory: ServerFactory, peer_factory: PeerFactory
+) -> None:
+    """ICE that never worked (a firewall) would fail again on resume: no place is kept."""
+    server = await babblefish_factory(ice_timeout=0.2)
+    alice = await peer_factory(server)
+    await alice.join("fw", "Alice", "eng")
+    offer = (await a_real_offer()).replace("a=end-of-candidates", "")  # no usable path
+    await alice.send({"type": "offer", "sdp": offer})
+    await alice.expect("answer")
+    await expect_error(alice, ErrorCode.ICE_FAILED)
+    assert (await alice.closed())[0] == 4001
+    await eventually(lambda: signaling_of(server).rooms.get("fw") is None)
+    again = await peer_factory(server)
+    await again.send({"type": "resume", "resume_token": alice.resume_token})
+    await expect_error(again, ErrorCode.RESUME_FAILED)
