@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ai.models import MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
+from ai.models import ENGINES, MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
 from signaling.languages import table_languages, untranslated_languages
 from signaling.tls import self_signed_certificate, server_ssl_context
@@ -51,6 +51,11 @@ class Settings(ServerSettings):
     kokoro_model: str | None = None
     kokoro_voices: str | None = None
     ja_dictionary: str | None = None
+    # -- the cascade engine (issue 9) --
+    engine: str = "seamless"
+    asr_model: str | None = None
+    mt_model: str | None = None
+    english_from: str = "whisper"
     idle_timeout: float = 15.0
     """Seconds a connection may stay open without a complete request (a TLS connection
     that never sends one, a slowloris trickling its headers) or idle between requests."""
@@ -107,9 +112,25 @@ def _origin(text: str) -> str:
     return text
 
 
+def _grace_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError("must be from 0 to 3600")
+    return value
+
+
 def _ice_address(text: str) -> str:
     plan_host_addresses([text])  # raises ValueError for anything but an IP address
     return text
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"one of {', '.join(allowed)}")
+        return text
+
+    return parse
 
 
 def _log_level(text: str) -> str:
@@ -142,6 +163,9 @@ FLAGS: list[Flag] = [
          _ice_address, repeatable=True, metavar="ADDR"),
     Flag("--max-participants", "max_participants", "participants per room", _positive,
          metavar="N"),
+    Flag("--resume-grace", "resume_grace",
+         "seconds a participant whose connection dropped keeps their place, to reconnect "
+         "with the same id and voice (0: a drop is a leave)", _grace_seconds, metavar="SECONDS"),
     Flag("--ice-timeout", "ice_timeout",
          "seconds an answered offer may take to connect before its peer connection is "
          "released (the client gets ice_failed)", _seconds, metavar="SECONDS"),
@@ -182,6 +206,15 @@ FLAGS: list[Flag] = [
         Flag(spec.flag, _model_dest(spec), f"local copy of the {spec.title}", metavar="PATH")
         for spec in MODEL_SPECS
     ),
+    # -- the cascade engine (issue 9) --
+    Flag("--engine", "engine",
+         "seamless: SeamlessM4T v2 hears and translates (GPU advised; non-commercial weights). "
+         "cascade: faster-whisper hears, NLLB-200 (CTranslate2) translates: fast on a CPU",
+         _choice(*ENGINES), metavar="NAME"),
+    Flag("--english-from", "english_from",
+         "cascade engine: who writes English translations, whisper (its own translate task, "
+         "from the speech) or mt (the text translator, from the transcript)",
+         _choice("whisper", "mt"), metavar="WHO"),
 ]
 """A feature adds a flag here and a field of the same `dest` to `Settings` (a dotted
 `dest` names a field of a frozen settings group, such as `limits.join_timeout`)."""
@@ -307,7 +340,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if settings.download_models or not settings.no_translation:
         try:
-            models = resolve_all(settings.model_settings(), download=settings.download_models)
+            models = resolve_all(
+                settings.model_settings(), download=settings.download_models,
+                engine=settings.engine,
+            )
         except MissingModels as missing:
             print(missing, file=sys.stderr)
             print("Or run rooms without translation: --no-translation", file=sys.stderr)
@@ -339,8 +375,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        print("Loading the translation engines ...", flush=True)
-        mount_translation(app, load_engines(models, settings.threads))
+        print(f"Loading the translation engines ({settings.engine}) ...", flush=True)
+        mount_translation(app, load_engines(
+            models, settings.threads, engine=settings.engine, english_from=settings.english_from,
+        ))
     asyncio.run(serve(settings, app, ssl_context, note))
     if not settings.no_translation:
         # Everything is closed by now: sockets, peer connections, and each model's thread

@@ -41,8 +41,15 @@ class Translator(Protocol):
     async def translate_speech(
         self,
         batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
+        *,
+        priors: Sequence[str | None] = (),
     ) -> list[SpeechResult]:
-        """Each item: (16 kHz audio, declared source language or None, target languages)."""
+        """Each item: (16 kHz audio, pinned source language or None, target languages).
+
+        A source of None is detected among the languages the engine hears; `priors`
+        (empty, or one per item) names the language each speaker declared, which
+        detection favours.
+        """
         ...
 
     async def translate_text(
@@ -74,6 +81,8 @@ class Engines:
     """Cuts a whole 16 kHz recording into utterances."""
     written: frozenset[str] = frozenset(c for c, lang in LANGUAGES.items() if lang.text_out)
     """Languages the translator writes: pass the loaded model's own set."""
+    heard: frozenset[str] = frozenset(c for c, lang in LANGUAGES.items() if lang.speech_in)
+    """Languages the translator hears: pass the loaded model's own set."""
     seamless_spoken: frozenset[str] = frozenset(
         c for c, lang in LANGUAGES.items() if lang.seamless_speech_out
     )
@@ -90,7 +99,7 @@ class Engines:
             {
                 "code": code,
                 "name": lang.name,
-                "speech_in": lang.speech_in,
+                "speech_in": code in self.heard,
                 "text_out": code in self.written,
                 "speech_out": self.speech_out(code) if code in self.written else None,
             }

@@ -23,7 +23,7 @@ import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 KOKORO_RELEASE = "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0"
@@ -42,6 +42,8 @@ class ModelSpec:
     required: bool = True
     allow_patterns: tuple[str, ...] = ()
     """For repositories: the files the server loads (others can be many GB)."""
+    engines: frozenset[str] = frozenset({"seamless", "cascade"})
+    """The `--engine`s that need it."""
 
     @property
     def is_file(self) -> bool:
@@ -57,7 +59,24 @@ SEAMLESS = ModelSpec(
     "seamless", "SeamlessM4T v2 (speech recognition and translation)",
     "facebook/seamless-m4t-v2-large", "--seamless-model", "BABBLEFISH_SEAMLESS_MODEL",
     allow_patterns=("*.json", "*.safetensors", "*.model", "*.txt"),
+    engines=frozenset({"seamless"}),
 )
+ASR = ModelSpec(
+    "asr", "faster-whisper speech recognition (cascade engine; a size such as small, or a folder)",
+    "Systran/faster-whisper-small", "--asr-model", "BABBLEFISH_ASR_MODEL",
+    allow_patterns=("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json",
+                    "vocabulary.*"),
+    engines=frozenset({"cascade"}),
+)
+MT = ModelSpec(
+    "mt", "NLLB-200 distilled 600M text translation, CTranslate2 form (cascade engine)",
+    "facebook/nllb-200-distilled-600M", "--mt-model", "BABBLEFISH_MT_MODEL",
+    allow_patterns=("*.json", "pytorch_model.bin", "sentencepiece.bpe.model"),
+    engines=frozenset({"cascade"}),
+)
+"""Downloaded in transformers form and converted here with CTranslate2's converter
+(float16 weights: int8 on a CPU and float16 on a GPU at load time)."""
+MT_CONVERTED_SUFFIX = "-ct2"
 SPEAKER = ModelSpec(
     "speaker", "pyannote speaker embedding (voiceprints)",
     "pyannote/wespeaker-voxceleb-resnet34-LM", "--speaker-model", "BABBLEFISH_SPEAKER_MODEL",
@@ -76,7 +95,10 @@ JA_DICTIONARY = ModelSpec(
     "pyopenjtalk's own download", "--ja-dictionary", "BABBLEFISH_JA_DICTIONARY",
     required=False,
 )
-MODEL_SPECS: tuple[ModelSpec, ...] = (SEAMLESS, SPEAKER, KOKORO_MODEL, KOKORO_VOICES, JA_DICTIONARY)
+MODEL_SPECS: tuple[ModelSpec, ...] = (
+    SEAMLESS, ASR, MT, SPEAKER, KOKORO_MODEL, KOKORO_VOICES, JA_DICTIONARY,
+)
+ENGINES = ("seamless", "cascade")
 MODELS_DIR_FLAG, MODELS_DIR_ENV = "--models-dir", "BABBLEFISH_MODELS_DIR"
 
 
@@ -126,12 +148,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 class ResolvedModels:
     """Local paths the engines load from."""
 
-    seamless: Path
     speaker: Path
     kokoro_model: Path
     kokoro_voices: Path
     ja_dictionary: Path | None
     """None: Japanese falls back to SeamlessM4T's own voice."""
+    seamless: Path | None = None
+    """None unless the Seamless engine runs (or everything was downloaded)."""
+    asr: Path | None = None
+    """A faster-whisper model folder; None unless the cascade engine runs."""
+    mt: Path | None = None
+    """A CTranslate2 NLLB/M2M100 folder; None unless the cascade engine runs."""
 
 
 class MissingModels(Exception):
@@ -147,14 +174,20 @@ class MissingModels(Exception):
         )
 
 
-def resolve_all(settings: ModelSettings, download: bool = False) -> ResolvedModels:
-    """Local paths for every model; with `download`, fetch what is missing first.
+def resolve_all(
+    settings: ModelSettings, download: bool = False, engine: str = "seamless"
+) -> ResolvedModels:
+    """Local paths for every model `engine` needs; with `download`, fetch every
+    model of every engine that is missing first.
 
     Raises `MissingModels` naming every required model that cannot be had.
     """
     found: dict[str, Path | None] = {}
     problems: list[str] = []
     for spec in MODEL_SPECS:
+        if not download and engine not in spec.engines:
+            found[spec.key] = None
+            continue
         try:
             found[spec.key] = _resolve(spec, settings, download)
         except _Missing as missing:
@@ -167,11 +200,13 @@ def resolve_all(settings: ModelSettings, download: bool = False) -> ResolvedMode
     if problems:
         raise MissingModels(problems)
     return ResolvedModels(
-        seamless=_required(found["seamless"]),
         speaker=_required(found["speaker"]),
         kokoro_model=_required(found["kokoro_model"]),
         kokoro_voices=_required(found["kokoro_voices"]),
         ja_dictionary=found["ja_dictionary"],
+        seamless=found["seamless"],
+        asr=found["asr"],
+        mt=found["mt"],
     )
 
 
@@ -191,6 +226,8 @@ def _required(path: Path | None) -> Path:
 
 def _resolve(spec: ModelSpec, settings: ModelSettings, download: bool) -> Path:
     given = settings.paths.get(spec.key)
+    if spec is ASR and given in whisper_sizes():
+        return _hub_model(asr_spec(given), settings.models_dir, download)
     if given:
         path = Path(given).expanduser()
         if not path.exists():
@@ -198,6 +235,8 @@ def _resolve(spec: ModelSpec, settings: ModelSettings, download: bool) -> Path:
         return path
     if spec is JA_DICTIONARY:
         return _openjtalk_dictionary(download)
+    if spec is MT:
+        return _converted_mt(spec, settings.models_dir, download)
     if spec.is_file:
         return _file_model(spec, settings.models_dir, download)
     return _hub_model(spec, settings.models_dir, download)
@@ -220,6 +259,48 @@ def _hub_model(spec: ModelSpec, models_dir: Path | None, download: bool) -> Path
         reason = "download failed" if download else "not found"
         raise _Missing(f"{reason} in {where} ({type(error).__name__})") from error
     return Path(folder)
+
+
+def whisper_sizes() -> dict[str, str]:
+    """faster-whisper's own model names (tiny, base, small, ...) and their repositories."""
+    from faster_whisper.utils import _MODELS
+
+    return dict(_MODELS)
+
+
+def asr_spec(size: str) -> ModelSpec:
+    """The ASR model of a faster-whisper size, e.g. `base` or `large-v3`."""
+    return replace(ASR, source=whisper_sizes()[size])
+
+
+def _converted_mt(spec: ModelSpec, models_dir: Path | None, download: bool) -> Path:
+    """The CTranslate2 form of `spec`, converted once from its transformers download."""
+    converted = (models_dir or default_cache_dir()) / (spec.local_name + MT_CONVERTED_SUFFIX)
+    if (converted / "model.bin").is_file():
+        return converted
+    if not download:
+        raise _Missing(f"not found at {converted}")
+    original = _hub_model(spec, models_dir, download=True)
+    try:
+        convert_to_ctranslate2(original, converted)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise _Missing(f"conversion to CTranslate2 failed ({error})") from error
+    return converted
+
+
+def convert_to_ctranslate2(original: Path, dest: Path) -> None:
+    """A transformers NLLB/M2M100 folder -> a CTranslate2 folder with its sentencepiece model."""
+    import ctranslate2
+
+    partial = dest.with_name(dest.name + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    ctranslate2.converters.TransformersConverter(str(original)).convert(
+        str(partial), quantization="float16"
+    )
+    for piece_model in original.glob("*.model"):
+        shutil.copy(piece_model, partial / piece_model.name)
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.replace(dest)
 
 
 def default_cache_dir() -> Path:
@@ -437,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(download)
     check = commands.add_parser("check", help="say whether every model is on this machine")
     add_model_arguments(check)
+    check.add_argument("--engine", choices=ENGINES, default="seamless",
+                       help="check the models this engine needs")
     assets = commands.add_parser("fetch-test-assets", help="registry-shipped weights for tests")
     assets.add_argument("--dir", type=Path, default=Path(".assets"))
     args = parser.parse_args(argv)
@@ -446,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in _items(fetch_test_assets(args.dir)):
                 print(f"{name}: {path}")
             return 0
-        resolved = resolve_all(ModelSettings.from_args(args), download=args.command == "download")
+        resolved = resolve_all(
+            ModelSettings.from_args(args), download=args.command == "download",
+            engine=getattr(args, "engine", "seamless"),
+        )
     except (MissingModels, AssetError) as error:
         print(error, file=sys.stderr)
         return 1

@@ -128,7 +128,8 @@ class RoomPipeline:
         return len(self._in_flight)
 
     def targets(self, utterance: Utterance) -> list[str]:
-        """Languages someone in the room hears now, other than the one spoken."""
+        """Languages someone in the room hears now, other than the one spoken when it is
+        pinned; with the spoken language still to detect, every one of them."""
         return sorted(set(self._listening_langs()) - {utterance.source_lang})
 
     def submit(self, utterance: Utterance) -> bool:
@@ -198,13 +199,16 @@ class RoomPipeline:
         if transcript:
             self._sink.on_caption(utterance, source, transcript, False)
         for lang in targets:
-            text = utterance.translations.get(lang)
+            text = transcript if lang == source else utterance.translations.get(lang)
             if text:
                 self._sink.on_caption(utterance, lang, text, True)
         if transcript and source not in targets:
             self._sink.on_caption(utterance, source, transcript, True)
 
     async def _speak(self, utterance: Utterance, lang: str) -> None:
+        if lang == utterance.source_lang:  # detected: its listeners hear the speaker's own voice
+            self._sink.on_speech_end(utterance, lang)
+            return
         text = utterance.translations.get(lang)
         if text is None:
             self._fail(utterance, f"the translator gave nothing in {lang}", lang)

@@ -36,7 +36,7 @@ from ai.engines import Engines, SpeechResult
 from ai.kokoro_voices import KOKORO_LANGUAGES
 from ai.languages import LANGUAGES
 from ai.resample import SPEECH_RATE
-from ai.translator import HEARD, MIN_SECONDS, TranslationError, TranslatorBusy
+from ai.translator import MIN_SECONDS, TranslationError, TranslatorBusy
 from ai.utterance import Audio
 from ai.worker import WorkerClosed
 
@@ -211,7 +211,7 @@ class _Handlers:
 
     async def transcribe_translate(self, request: web.Request) -> web.Response:
         form = await _form_body(request, self.max_upload)
-        language = self._optional_source(form.fields, HEARD, "heard")
+        language = self._optional_source(form.fields, self.engines.heard, "heard")
         target = _language(form.fields.get("target_lang"), self.engines.written, "target_lang",
                            "written")
         _, results = await self._transcribe(form.file, language, [target])

@@ -21,8 +21,9 @@ from ai.utterance import Audio, Stage, Utterance
 
 log = logging.getLogger(__name__)
 
-SpeechRequest = tuple[Audio, str | None, Sequence[str]]
-"""One item of `Translator.translate_speech`: (16 kHz audio, declared language, targets)."""
+SpeechRequest = tuple[Audio, str | None, Sequence[str], str | None]
+"""(16 kHz audio, pinned language, targets, declared language): one item of
+`Translator.translate_speech` and its prior."""
 
 SEAMLESS_SPOKEN = frozenset(code for code, lang in LANGUAGES.items() if lang.seamless_speech_out)
 """What SeamlessM4T v2's vocoder speaks; a loaded model may know fewer."""
@@ -76,18 +77,26 @@ class TranslateSpeech:
         max_batch: int = 8,
         max_pending: int = 64,
     ) -> None:
+        async def translate(batch: list[SpeechRequest]) -> list[SpeechResult]:
+            return await translator.translate_speech(
+                [(audio, pinned, targets) for audio, pinned, targets, _ in batch],
+                priors=[prior for *_, prior in batch],
+            )
+
         self.batcher: MicroBatcher[SpeechRequest, SpeechResult] = MicroBatcher(
-            translator.translate_speech,
+            translate,
             window=window,
             max_batch=max_batch,
             max_pending=max_pending,
         )
 
     async def __call__(self, utterance: Utterance, targets: Sequence[str]) -> None:
-        declared = utterance.source_lang
-        result = await self.batcher.submit((utterance.audio, declared, tuple(targets)))
+        pinned = utterance.source_lang
+        result = await self.batcher.submit(
+            (utterance.audio, pinned, tuple(targets), utterance.declared_lang)
+        )
         utterance.transcript = result.transcript
-        utterance.source_lang = result.source_lang or declared
+        utterance.source_lang = result.source_lang or pinned or utterance.declared_lang
         utterance.translations = dict(result.translations)
         utterance.stamp(Stage.TRANSLATED)
 

@@ -41,7 +41,9 @@ class Utterance:
     speaker_id: str | None = None
     speaker_name: str | None = None
     source_lang: str | None = None
-    """Declared by the speaker, or detected by the translator."""
+    """Pinned by the speaker (never detected then), or detected by the translator."""
+    declared_lang: str | None = None
+    """The language the speaker says they speak: detection favours it."""
     transcript: str | None = None
     translations: dict[str, str] = field(default_factory=dict)
     speech: dict[str, Audio] = field(default_factory=dict)

@@ -12,8 +12,9 @@ loudspeaker plays into the room; the next owner starts 0.5 s after that playback
 neighbours' loudspeakers). Last, the two owners at opposite ends speak at once.
 
 Figures (targets 0 / 0 / 0 / 0 and at most 5 % of one core per participant):
-- duplicate utterances per sentence: utterances beyond the one from the talker's phone;
+- duplicate utterances per sentence: utterances from other phones than the talker's;
 - wrongly credited sentences: no utterance from the talker's own phone;
+- talker's sentence split: extra utterances the VAD cut a talker's own sentence into;
 - re-translations of playback: utterances overlapping no sentence (only playback);
 - overlapping talkers missed: of the two simultaneous sentences, those not heard on the
   talker's phone;
@@ -98,13 +99,13 @@ def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, fl
         for h in sim.heard:
             print(f"heard {h.pid} {h.start:6.2f}-{h.end:6.2f}")
     scored = sentences[1:]
-    duplicates = wrong = missed = 0
+    duplicates = wrong = missed = splits = 0
     for k, (who, start, end) in enumerate(scored):
         found = _covering(sim.heard, start, end)
         own = [h for h in found if h.pid == who]
         others_talking = {w for w, s, e in scored if w != who and s < end and e > start}
         duplicates += len([h for h in found if h.pid != who and h.pid not in others_talking])
-        duplicates += max(len(own) - 1, 0)
+        splits += max(len(own) - 1, 0)
         if not own:
             wrong += 1
             if k >= len(scored) - 2:
@@ -117,6 +118,7 @@ def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, fl
         "sentences": len(scored),
         "duplicates per sentence": duplicates / len(scored),
         "wrongly credited": wrong,
+        "talker's sentence split": splits,
         "re-translations of playback": len(replays),
         "overlapping talkers missed": missed,
         "cpu % of a core per participant": 100 * sim.dsp_seconds / (total * phones),

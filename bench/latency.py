@@ -5,6 +5,12 @@
     .venv/bin/python -m bench.latency --speakers 10 --rounds 20 --real-size-utterances 0
     .venv/bin/python -m bench.latency --device cuda --dtype bfloat16   # a GPU host
     .venv/bin/python -m bench.latency --loss 1    # lag before/after a lost uplink packet
+    .venv/bin/python -m bench.latency --engine cascade --speakers 1,4 --utterances 8
+
+`--engine cascade` runs the cascade engine (real whisper-base int8 from .assets/, which
+also writes the English itself, and a tiny random NLLB converted with CTranslate2) and then
+the tiny SeamlessM4T on the same speech, for figures side by side: a Spanish speaker (real
+Kokoro ef_dora sentences of about 3 s, no commas) and an English listener.
 
 The server (production `create_app` + `mount_translation`, on loopback) runs in its own
 process, so the clients' aiortc work does not share its event loop or GIL; this process
@@ -94,6 +100,8 @@ from tests.fixtures.webrtc import Recorder, SpeechTrack, TestPeer
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = ["127.0.0.1"]
 SPEAKER_LANG, LISTENER_LANG = "eng", "spa"
+SPANISH_SPEECH = False
+"""`--engine cascade`: a Spanish speaker (Kokoro) and an English listener instead."""
 HEARD_DBFS = -60.0
 ROUND_TIMEOUT = 300.0
 IDLE_TIMEOUT = 120.0
@@ -116,6 +124,19 @@ SENTENCES = [
     "He forgot his umbrella and got wet on the way home.",
     "Could you tell me how much this green jacket costs.",
 ]
+
+
+SPANISH_SENTENCES = [
+    "El tren sale de la estación a las tres de la tarde.",
+    "Mañana tenemos una reunión con el nuevo equipo.",
+    "Necesitamos terminar el informe antes del viernes.",
+    "La comida está lista en la sala de reuniones.",
+    "Hoy vamos a hablar del nuevo proyecto de la empresa.",
+    "Por favor cierra la puerta cuando salgas de la oficina.",
+    "El cliente quiere ver los resultados esta misma semana.",
+    "Gracias a todos por venir tan temprano esta mañana.",
+]
+"""About 3 s each in Kokoro's ef_dora; no commas, so the VAD sees one utterance."""
 
 
 # ================================================================ server (subprocess)
@@ -334,12 +355,18 @@ class _FoldedTokenizer:
 def load_engines(model: str, device: str, dtype: str, folder: Path) -> Any:
     from ai.models import fetch_test_assets
     from ai.translator import SeamlessTranslator
-    from ai.tts import KokoroSettings, KokoroTTS
-    from ai.voiceprint import PyannoteEmbedder
     from signaling.translation import LoadedEngines
-    from tests.fixtures.pyannote import save_random_wespeaker
     from tests.fixtures.seamless import build_tiny_seamless
 
+    if model == "cascade":
+        from ai.translator import CascadeTranslator
+        from tests.fixtures.cascade import build_tiny_nllb
+
+        assets = fetch_test_assets(ROOT / ".assets")
+        translator: Any = CascadeTranslator.load(
+            assets.whisper_base, build_tiny_nllb(folder / "tiny-nllb"), device=device
+        )
+        return LoadedEngines(translator, _kokoro(), _random_embedder(folder, device))
     tiny = build_tiny_seamless(folder / "tiny-seamless")
     if model == "tiny":
         translator = SeamlessTranslator.load(tiny, device=device, dtype=dtype)
@@ -356,18 +383,34 @@ def load_engines(model: str, device: str, dtype: str, folder: Path) -> Any:
         engine = SeamlessM4T(large, AutoProcessor.from_pretrained(tiny))
         engine.tokenizer = _FoldedTokenizer(engine.tokenizer)
         translator = SeamlessTranslator(engine)
+    return LoadedEngines(translator, _kokoro(), _random_embedder(folder, device))
+
+
+def _kokoro() -> Any:
+    from ai.models import fetch_test_assets
+    from ai.tts import KokoroSettings, KokoroTTS
+
     assets = fetch_test_assets(ROOT / ".assets")
-    tts = KokoroTTS(KokoroSettings(
+    return KokoroTTS(KokoroSettings(
         assets.kokoro_model, assets.kokoro_voices, ja_dictionary=assets.ja_dictionary
     ))
-    embedder = PyannoteEmbedder(
+
+
+def _random_embedder(folder: Path, device: str) -> Any:
+    from ai.voiceprint import PyannoteEmbedder
+    from tests.fixtures.pyannote import save_random_wespeaker
+
+    return PyannoteEmbedder(
         save_random_wespeaker(folder / "wespeaker"), device="cuda" if "cuda" in device else "cpu"
     )
-    return LoadedEngines(translator, tts, embedder)
 
 
 def describe_model(translator: Any) -> str:
     engine = translator.engine
+    if hasattr(engine, "ears"):
+        ears = engine.ears.model
+        return (f"whisper-base {ears.device} {ears.compute_type} + tiny NLLB, "
+                f"English by {engine.english_by}")
     params = sum(p.numel() for p in engine.model.parameters()) / 1e9
     return f"{params:.3g} B parameters, {engine.device.type} {str(engine.dtype).split('.')[-1]}"
 
@@ -617,7 +660,21 @@ class BenchRoom:
 
 @cache
 def sentence(index: int) -> Speech:
+    if SPANISH_SPEECH:
+        return spanish_sentence(index % len(SPANISH_SENTENCES))
     return compose([SENTENCES[index % len(SENTENCES)]], rate=MIX_RATE)
+
+
+@cache
+def spanish_sentence(index: int) -> Speech:
+    audio = _client_kokoro().synthesize(SPANISH_SENTENCES[index], "spa", "ef_dora")
+    voiced = np.flatnonzero(np.abs(audio) > 0.01)
+    return Speech(audio, MIX_RATE, [(voiced[0] / MIX_RATE, (voiced[-1] + 1) / MIX_RATE)])
+
+
+@cache
+def _client_kokoro() -> Any:
+    return _kokoro()
 
 
 @dataclasses.dataclass
@@ -936,6 +993,16 @@ async def bench(args: argparse.Namespace) -> list[Scenario]:
         print(f"  .. {text}", file=sys.stderr, flush=True)
 
     plan: list[tuple[str, str, str, list[tuple[int, int]]]] = []
+    if args.engine == "cascade":
+        global SPEAKER_LANG, LISTENER_LANG, SPANISH_SPEECH
+        SPEAKER_LANG, LISTENER_LANG, SPANISH_SPEECH = "spa", "eng", True
+        cases = [(n, rounds_for(n, args.utterances, args.rounds)) for n in args.speakers]
+        plan.append(("cascade", "auto", "cascade: whisper-base int8 + tiny NLLB", cases))
+        plan.append(("tiny", args.dtype or "float32", "tiny SeamlessM4T v2 (random)", cases))
+        args.skip_tiny, args.real_size_utterances = True, 0
+        progress("synthesizing the Spanish sentences (Kokoro, ef_dora)")
+        for index in range(len(SPANISH_SENTENCES)):
+            sentence(index)
     if not args.skip_tiny:
         plan.append(("tiny", args.dtype or "float32", "tiny SeamlessM4T v2 (random)",
                      [(n, rounds_for(n, args.utterances, args.rounds)) for n in args.speakers]))
@@ -976,6 +1043,9 @@ def main() -> None:
     parser.add_argument("--real-size-utterances", type=int, default=10,
                         help="one-speaker utterances on the real-size random model (0: skip)")
     parser.add_argument("--skip-tiny", action="store_true")
+    parser.add_argument("--engine", choices=("seamless", "cascade"), default="seamless",
+                        help="cascade: the cascade engine on real Spanish speech, then the "
+                             "tiny SeamlessM4T on the same speech")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 and 2 speakers, 2 utterances each, no real size")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU host")

@@ -21,6 +21,7 @@
     latencyTotal: $('latency-total'), latencyStages: $('latency-stages'),
     voicesCard: $('voices-card'), voices: $('voices'),
     lastTranscript: $('last-transcript'), lastRoom: $('last-room'),
+    reconnecting: $('reconnecting'), shareButton: $('share-button'),
   };
 
   // The server's default balance: the original about 15 dB under a translation.
@@ -61,6 +62,9 @@
   };
 
   const access = new BF.access.AccessFields(ui.joinForm, ui.joinButton, $('room-title'));
+  const wakeLock = new BF.WakeLock();
+  const shareDialog = new BF.share.ShareDialog($('share-dialog'));
+
   const joinPicker = new BF.LanguagePicker($('join-lang'), $('join-lang-list'), () => {});
   const roomPicker = new BF.LanguagePicker($('room-lang'), $('room-lang-list'), (code) => {
     if (state.session) state.session.setLang(code);
@@ -174,8 +178,13 @@
     setLanguages(body.languages);
   }
 
+  const spoken = new BF.SpokenLanguage($('spoken-lang'), (lang) => {
+    if (state.session && state.session.joined) state.session.send({ type: 'set_spoken_lang', lang });
+  });
+
   function setLanguages(languages) {
     state.languages = languages;
+    spoken.setLanguages(languages);
     const listenable = languages.filter((lang) => lang.text_out);
     joinPicker.setLanguages(listenable);
     roomPicker.setLanguages(listenable);
@@ -228,6 +237,10 @@
     ui.joinButton.textContent = joining ? 'Joining…' : 'Join';
   }
 
+  const table = new BF.TablePanel($('table-box'), (id, together) => {
+    if (state.session) state.session.setTable(id, together);
+  });
+
   function startSession(mic, join) {
     const session = new BF.Session(state.server, join, mic);
     state.session = session;
@@ -236,11 +249,19 @@
       access.joined(session.server.base, event.detail);
       enterRoom(event.detail, mic);
     });
+    session.addEventListener('interrupted', () => BF.reconnect.showReconnecting(ui.reconnecting, true));
+    session.addEventListener('resumed', (event) => {
+      BF.reconnect.showReconnecting(ui.reconnecting, false);
+      renderPeople(event.detail.participants);
+      // The server kept our balance; a slider moved while we were away had no socket.
+      if (state.mix !== DEFAULT_MIX) session.setMix(state.mix);
+    });
     session.addEventListener('participants', (event) => renderPeople(event.detail));
     session.addEventListener('levels', (event) => showLevels(event.detail));
     session.addEventListener('caption', (event) => showCaption(event.detail));
     session.addEventListener('latency', (event) => showLatency(event.detail));
     session.addEventListener('speakers', (event) => showSpeakers(event.detail));
+    session.addEventListener('table', (event) => table.showTable(event.detail));
     session.addEventListener('track', (event) => playIncoming(event.detail));
     session.addEventListener('server-error', (event) => {
       showNotice({ text: BF.messages.serverError(event.detail.code, event.detail.message) });
@@ -261,6 +282,7 @@
     // The server starts everyone at the default; only another balance needs a message
     // (and a server without translation then has nothing to refuse).
     if (state.mix !== DEFAULT_MIX) state.session.setMix(state.mix);
+    spoken.joined();
     renderPeople(joined.participants);
     state.micMeter = new BF.levels.LevelMeter(mic, (level) => {
       showMeter(ui.micMeter, level);
@@ -270,12 +292,15 @@
     ui.roomView.hidden = false;
     setJoining(false);
     showUnlock();
+    wakeLock.hold();
   }
 
   function leaveRoom(reason) {
     const session = state.session;
     state.session = null;
     hideNotice();
+    wakeLock.release();
+    BF.reconnect.showReconnecting(ui.reconnecting, false);
     if (state.micMeter) state.micMeter.stop();
     if (state.incomingMeter) state.incomingMeter.stop();
     state.micMeter = null;
@@ -285,6 +310,7 @@
     state.audioBlocked = false;
     state.people.clear();
     ui.participants.replaceChildren();
+    table.clear();
     // The captions stay in the log, for the download links under the form.
     showLastTranscript();
     ui.captions.replaceChildren(ui.captionsEmpty);
@@ -314,6 +340,7 @@
   const STATE_WORDS = {
     connecting: 'connecting', open: 'connected', closed: 'closed', new: 'waiting',
     connected: 'connected', disconnected: 'interrupted', failed: 'failed',
+    reconnecting: 'reconnecting…',
   };
 
   function showStates({ socket, peer }) {
@@ -330,6 +357,7 @@
     for (const person of participants) {
       const item = document.createElement('li');
       item.className = 'person';
+      item.dataset.id = person.id;
       const avatar = document.createElement('span');
       avatar.className = 'avatar';
       avatar.style.setProperty('--hue', String(hue(person.id)));
@@ -357,11 +385,13 @@
       level.append(document.createElement('i'), document.createElement('i'), document.createElement('i'));
       level.style.setProperty('--level', levels.get(person.id) || '0');
       item.append(avatar, text, level);
+      BF.reconnect.markPerson(item, person);
       ui.participants.append(item);
-      state.people.set(person.id, { item, level });
+      state.people.set(person.id, { item, level, status: person.status });
     }
     const me = participants.find((person) => person.id === state.me);
     if (me && me.lang !== state.myLang) rememberLanguage(me.lang);
+    table.showPeople(participants, state.me);
     ui.peopleCount.textContent = `(${participants.length})`;
     $('alone').hidden = participants.length !== 1;
     $('alone-room').textContent = ui.roomName.textContent;
@@ -762,6 +792,9 @@
     ui.serverUrl.value = defaultServer() || choices.server || '';
     ui.name.value = choices.name || '';
     ui.room.value = choices.room || '';
+    // Opened from an invite link: its room (access.js takes the fragment's secrets).
+    const invite = BF.share.readInvite(location);
+    if (invite.room) ui.room.value = invite.room;
     // Opened from disk there is no page origin to fall back on: ask for the server.
     if (!defaultServer()) ui.serverBox.open = true;
 
@@ -776,6 +809,13 @@
     });
     $('notice-close').addEventListener('click', hideNotice);
     ui.leaveButton.addEventListener('click', () => state.session && state.session.leave());
+    // Secrets the join carried (access token, passcode) travel in the link's fragment.
+    ui.shareButton.addEventListener('click', () => {
+      if (!state.session) return;
+      const { access_token: token, passcode } = state.session.join;
+      const link = BF.share.inviteLink(state.server.base, state.room, { passcode, token });
+      shareDialog.open(link, new URL('qr', state.server.base).href, access.authHeaders());
+    });
     ui.unlockAudio.addEventListener('click', unlockAudio);
     ui.muteButton.addEventListener('click', () => setMuted(ui.muteButton.getAttribute('aria-pressed') !== 'true'));
     window.addEventListener('pagehide', () => state.session && state.session.leave());
@@ -804,6 +844,9 @@
         states: session ? { ...session.states } : null,
         lang: state.myLang,
         participants: [...state.people.keys()],
+        statuses: Object.fromEntries([...state.people].map(([id, entry]) => [id, entry.status])),
+        reconnecting: Boolean(session && session.interrupted),
+        wake_lock: wakeLock.held,
         mic: state.micMeter ? state.micMeter.snapshot() : null,
         incoming: state.incomingMeter ? state.incomingMeter.snapshot() : null,
         audio: state.micMeter ? state.micMeter.source.context.state : null,

@@ -18,6 +18,7 @@
     too_large: 'This page sent the server a message that was too large, and was disconnected. Join again.',
     rate_limited: 'This page sent too many requests too quickly and was disconnected. Wait a moment, then join again.',
     unknown_speaker: 'That voice is no longer in this room\'s list, so it cannot be renamed.',
+    unknown_participant: 'That person has left the room, so they cannot be seated at your table.',
     unauthorized: 'This server is private. Type the access token that whoever runs it gave you, then join again.',
     wrong_passcode: 'This room is locked. Type its passcode (whoever opened the room knows it), then join again.',
     retry_later: (detail) => `Too many wrong tokens or passcodes from your network: ${detail}`,
@@ -25,6 +26,7 @@
     too_many_sockets: 'Too many connections from your network to this server. Close other BabbleFish tabs, then join again.',
     join_timeout: 'The connection waited too long without joining. Join again.',
     ice_failed: 'The audio connection failed; a firewall may be blocking it. Join again, or ask whoever runs the server to set up a TURN server.',
+    resume_failed: 'You were disconnected for too long, so your place in the room was given up. Join again.',
   };
 
   function serverError(code, detail) {
@@ -50,7 +52,10 @@
       text: () => 'The server address is not valid. It looks like https://example.org:8443',
     },
     connection_lost: {
-      text: () => 'The connection to the server was lost. Join again to reconnect.',
+      text: () => 'The connection to the server was lost and could not be restored. Check your network, then join again.',
+    },
+    resumed_elsewhere: {
+      text: () => 'You are in this room from another tab or window now, so this one stopped.',
     },
     server_shutdown: {
       text: () => 'The server is shutting down. Join again in a moment.',

@@ -4,15 +4,40 @@ The server knows what it sent to every phone. Correlating a microphone with what
 phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
 (network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
 hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
-reference is the sum of what every loudspeaker it hears played, each lined up the same
-`TARGET_LEAD` ahead of its own echo, so the canceller's cost does not grow with the
-loudspeakers around.
+reference is the sum of what every loudspeaker it hears played, each lined up ahead of
+its own echo, so the canceller's cost does not grow with the loudspeakers around.
 Loudspeakers of the same table are included before their echo has been measured, at
 `NOMINAL_DELAY`, because measuring takes a couple of seconds of playback.
 
-CHOICE OF CANCELLER (bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room, RT60 0.4 s,
-a neighbour's loudspeaker 1.2 m away playing Spanish, then the owner talking over it):
-see ECHO_FIGURES below; the reasons are in `media.echo_cancellers`.
+Choice of canceller: WebRTC AEC3 (PyPI `aec-audio-processing`), one per microphone on the
+summed reference. Measured with bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room,
+RT60 0.4 s: a neighbour's loudspeaker 1.2 m away plays 14 s of Spanish, then the owner
+talks over it. ERLE after 4 s; "echo VAD": utterances the project's VAD cuts from the
+echo-only output; "near kept": near speech over (residual + distortion) in double talk,
+sample by sample; "DT VAD": utterances found in double talk / with the talker alone.
+
+    canceller                 ERLE dB  echo VAD  near kept dB  DT VAD  CPU % of a core
+    none                          0.0         3           4.6     1/2             0.01
+    AEC3 (aec-audio-processing)  35.2         0          -1.6     2/2             1.61
+    speexdsp, 128 ms filter      24.6         3          13.2     2/2             0.57
+    speexdsp, 256 ms filter      25.7         2          13.2     2/2             0.66
+
+AEC3's "near kept" is low because its high-pass filter and residual suppressor change the
+waveform; the VAD still finds both double-talk sentences. With two neighbours playing
+(Spanish and French) into one microphone, after 4 s: AEC3 on the summed reference 24.7 dB
+ERLE, 0 echo utterances, 1.26 % CPU; one AEC3 per loudspeaker 30.2 dB, 1 utterance,
+2.15 %; AEC3 with a 2-channel reference 25.1 dB, 1 utterance, 1.23 %; two speexdsp in
+cascade 15.4 dB, 3 utterances, 0.97 %, near speech untouched (-0.1 dB) where AEC3 lowers
+it by 7-23 dB while both play. With its reference 0-400 ms early, AEC3 still reaches
+19-30 dB in its first 2 s (500 ms: 11 dB), so references need no exact alignment.
+
+Reasons: speexdsp is linear only, and its residual echo is loud enough for the VAD to cut
+utterances from it, which is the one thing this module must prevent; it also needs
+`apt-get install libspeexdsp-dev swig` and dates from 2018. AEC3's residual suppressor
+leaves no utterance; one instance on the summed reference costs the same whatever the
+number of loudspeakers, within the 5 % per participant budget. Its cost is double talk:
+near speech is attenuated while a neighbour plays (the VAD still hears it, but levels
+across the table become less comparable, see bench/colocated.py).
 """
 
 from __future__ import annotations
@@ -31,10 +56,8 @@ from media.timeline import FRAME, RATE, Timeline
 
 MAX_LEAD = RATE * 350 // 1000
 TARGET_LEAD = RATE * 100 // 1000
-REALIGN = RATE * 30 // 1000
-"""A measured loudspeaker is read 100 ms ahead of its echo, and moved when it drifts by
-more than `REALIGN`; AEC3's own delay estimator finds the rest. An unmeasured one may be
-up to `MAX_LEAD` ahead."""
+"""A reference may run up to `MAX_LEAD` ahead of its echo; AEC3's own delay estimator
+finds the rest (bench/echo_cancellers.py --lead)."""
 
 NOMINAL_DELAY = RATE * 50 // 1000
 """Echo delay assumed for a loudspeaker at the table before its own has been measured:
@@ -100,16 +123,17 @@ class EchoPath:
 
     def align(self, nearby: bool) -> int | None:
         """How far back to read the played audio for this microphone's frame, or None
-        when the loudspeaker is not heard. All loudspeakers of one microphone share one
-        canceller with one delay estimate, so each is lined up `TARGET_LEAD` ahead of its
-        own echo once measured; small drift is left to the canceller."""
+        when the loudspeaker is not heard. Moving a reference sends AEC3 looking for the
+        delay afresh, and a measured delay can be off by the echo of another phone that
+        plays the same translation, so the reference moves only when the measured echo
+        falls outside the 0 to `MAX_LEAD` that AEC3 covers; then `TARGET_LEAD` ahead."""
         measured = self.delay
         if measured is None:
             if not nearby:
                 self.shift = None
             elif self.shift is None:
                 self.shift = NOMINAL_DELAY
-        elif self.shift is None or abs(measured - self.shift - TARGET_LEAD) > REALIGN:
+        elif self.shift is None or not 0 <= measured - self.shift <= MAX_LEAD:
             self.shift = max(measured - TARGET_LEAD, 0)
         return self.shift
 

@@ -96,11 +96,17 @@ class InboundAudio:
             raise RuntimeError("a track is already attached")
         self._reader = asyncio.create_task(self._read(track), name=f"inbound-{self.participant_id}")
 
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+    async def detach(self) -> None:
+        """Stop reading the track; another may be attached later (a reconnected peer).
+        Subscribers keep their queues: the 16 kHz feed pauses, it does not end."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+                await reader
+
+    async def close(self) -> None:
+        await self.detach()
 
     # WakingSource
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from ai.utterance import Utterance
@@ -14,9 +14,17 @@ from signaling.rooms import Participant
 
 log = logging.getLogger(__name__)
 
+CleanMic = Callable[[Participant, Chunk16k], Awaitable[list[Chunk16k]]]
+"""A raw microphone chunk in, the chunks the VAD should hear out (`RoomTables.clean`)."""
+
 INBOUND_QUEUE_CHUNKS = 250
 """16 kHz chunks (20 ms each, so 5 s) a feeder may fall behind before the oldest are
 dropped; the VAD costs microseconds a chunk, so only a stalled loop gets there."""
+
+STALLED_SECONDS = 1.0
+"""A microphone that sends nothing for this long has lost its connection (a muted browser
+microphone still sends silence): what it said up to then is cut and translated now, not
+when (or if) it comes back."""
 
 
 @dataclass(eq=False)
@@ -29,9 +37,12 @@ class _Feeder:
 class Feeders:
     """One room's feeders: a task per participant, started on join and awaited on leave.
 
-    Each feeder reads its participant's 16 kHz queue, cuts utterances with the VAD and
-    hands each to `submit`, tagged with the language the participant speaks then. A
-    feeder that dies is logged with its error; nothing else stops it but `stop`/`close`.
+    Each feeder reads its participant's 16 kHz queue, passes each chunk through `clean`
+    (the room's acoustic tables) when given, cuts utterances with the VAD and hands each to
+    `submit`, tagged with the language the participant speaks then: the one they pinned,
+    or none (the translator detects it) with their listening language as the declared one
+    that detection favours. A feeder that dies is logged with its error; nothing else
+    stops it but `stop`/`close`.
     """
 
     def __init__(
@@ -40,11 +51,13 @@ class Feeders:
         vad: VadSettings,
         submit: Callable[[Utterance], object],
         on_segmented: Callable[[], None] = lambda: None,
+        clean: CleanMic | None = None,
     ) -> None:
         self._room_id = room_id
         self._vad = vad
         self._submit = submit
         self._on_segmented = on_segmented
+        self._clean = clean
         self._feeders: dict[str, _Feeder] = {}
 
     def __iter__(self) -> Iterator[str]:
@@ -82,11 +95,24 @@ class Feeders:
     async def _feed(self, participant: Participant, queue: asyncio.Queue[Chunk16k]) -> None:
         segmenter = VadSegmenter(self._vad, source_id=participant.id, room=self._room_id)
         while True:
-            chunk = await queue.get()
-            for utterance in segmenter.push(chunk.samples, chunk.time, chunk.received):
-                utterance.source_lang = participant.lang
-                self._on_segmented()
-                self._submit(utterance)
+            try:
+                async with asyncio.timeout(STALLED_SECONDS):
+                    raw = await queue.get()
+            except TimeoutError:
+                self._hand_on(participant, segmenter.flush())
+                raw = await queue.get()
+            chunks = [raw] if self._clean is None else await self._clean(participant, raw)
+            for chunk in chunks:
+                self._hand_on(
+                    participant, segmenter.push(chunk.samples, chunk.time, chunk.received)
+                )
+
+    def _hand_on(self, participant: Participant, utterances: list[Utterance]) -> None:
+        for utterance in utterances:
+            utterance.source_lang = participant.speaks
+            utterance.declared_lang = participant.lang
+            self._on_segmented()
+            self._submit(utterance)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -1,5 +1,5 @@
 """Handlers of the client -> server messages: the core (join, offer, set_lang, leave) and
-live translation's (set_mix, rename_speaker)."""
+live translation's (set_mix, rename_speaker, set_table, set_spoken_lang)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode
 
 from media.peer import OfferError
+from signaling.access import retry_later
 from signaling.messages import (
     ErrorCode,
     Message,
@@ -26,6 +27,7 @@ NAME = text(1, 64, printable=True)
 LANG = text(1, 16)
 SDP = text(1, MAX_SDP_CHARS)
 PASSCODE = optional(text(1, 64, printable=True))
+RESUME_TOKEN = text(1, 128)
 
 
 def _listenable(session: Session, lang: str) -> str:
@@ -54,16 +56,50 @@ async def join(session: Session, message: Message) -> None:
     if existing is None:
         participant.room.passcode = passcode  # whoever opens the room may lock it
     session.participant = participant
-    session.send(
-        {
-            "type": "joined",
-            "id": participant.id,
-            "room": participant.room.id,
-            "participants": participant.room.roster(),
-            "locked": participant.room.passcode is not None,
-            "ice_servers": session.server.ice_servers,
-        }
-    )
+    session.send(_welcome("joined", session, participant))
+
+
+async def resume(session: Session, message: Message) -> None:
+    """Take back a participant whose connection dropped: same id, room and voice."""
+    if session.participant is not None:
+        raise ProtocolError(ErrorCode.ALREADY_JOINED, "this socket is already in a room")
+    rooms = session.server.rooms
+    guesses = session.server.access.backoff
+    if (wait := guesses.wait(session.address)) > 0:
+        raise retry_later(wait)
+    participant = rooms.claim(message["resume_token"])
+    if participant is not None:
+        # Owned from here on, so that if this socket dies too the participant is suspended.
+        session.participant = participant
+        for other in list(session.server.sessions):
+            if other is not session and other.participant is participant:
+                await other.hand_over()  # its network changed before it noticed
+        if not await rooms.resume(participant, session.send):
+            session.participant = participant = None
+    if participant is None:
+        guesses.failed(session.address)
+        raise ProtocolError(
+            ErrorCode.RESUME_FAILED,
+            "that place in the room is gone (left, or away for more than "
+            f"{rooms.resume_grace:g} s); join again",
+        )
+    session.send(_welcome("resumed", session, participant))
+    for held in participant.take_held():
+        session.send(held)
+
+
+def _welcome(kind: str, session: Session, participant: Participant) -> Message:
+    return {
+        "type": kind,
+        "id": participant.id,
+        "room": participant.room.id,
+        "name": participant.name,
+        "lang": participant.lang,
+        "participants": participant.room.roster(),
+        "locked": participant.room.passcode is not None,
+        "ice_servers": session.server.ice_servers,
+        "resume_token": participant.resume_token,
+    }
 
 
 async def offer(session: Session, message: Message) -> None:
@@ -105,17 +141,33 @@ def core_messages() -> MessageRegistry:
         "join", join, {"room": ROOM, "name": NAME, "lang": LANG, "passcode": PASSCODE},
         requires_join=False,
     )
+    registry.register(
+        "resume", resume, {"resume_token": RESUME_TOKEN}, requires_join=False
+    )
     registry.register("offer", offer, {"sdp": SDP})
     registry.register("set_lang", set_lang, {"lang": LANG})
     registry.register("leave", leave)
     return registry
 
 
-class SpeakerRenamer(Protocol):
+class LiveControls(Protocol):
     def rename_speaker(self, participant: Participant, speaker: str, name: str) -> None:
         """Renames a speaker of `participant`'s room. Raises KeyError naming an unknown
         speaker, ValueError saying why a name is refused."""
         ...
+
+    async def set_table(
+        self, participant: Participant, other_id: str, together: bool | None
+    ) -> None:
+        """Seats `participant` and `other_id` together, apart, or as heard (None). Raises
+        KeyError naming an unknown participant, ValueError for a pair that cannot be."""
+        ...
+
+
+def _together(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be true, false or null")
+    return value
 
 
 def _unit_interval(value: Any) -> float:
@@ -132,18 +184,52 @@ async def set_mix(session: Session, message: Message) -> None:
     participant.listener.mix.original = message["original"]
 
 
-def live_messages(registry: MessageRegistry, speakers: SpeakerRenamer) -> None:
+AUTO = "auto"
+"""`set_spoken_lang`'s value for "detect the language I speak"."""
+
+
+async def set_spoken_lang(session: Session, message: Message) -> None:
+    """Pins the language the participant speaks, or `auto` to have it detected."""
+    participant = session.participant
+    assert participant is not None  # requires_join
+    lang = message["lang"]
+    if lang == AUTO:
+        participant.speaks = None
+        return
+    if not any(info.code == lang and info.speech_in for info in session.server.languages()):
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_LANG,
+            f"{lang!r} is not a language the server hears (/languages speech_in), nor auto",
+        )
+    participant.speaks = lang
+
+
+def live_messages(registry: MessageRegistry, live: LiveControls) -> None:
     """Adds live translation's message types to `registry`."""
 
     async def rename_speaker(session: Session, message: Message) -> None:
         participant = session.participant
         assert participant is not None  # requires_join
         try:
-            speakers.rename_speaker(participant, message["speaker"], message["name"])
+            live.rename_speaker(participant, message["speaker"], message["name"])
         except KeyError as error:
             raise ProtocolError("unknown_speaker", str(error.args[0])) from error
         except ValueError as error:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"rename_speaker: {error}") from error
 
+    async def set_table(session: Session, message: Message) -> None:
+        participant = session.participant
+        assert participant is not None  # requires_join
+        try:
+            await live.set_table(participant, message["participant"], message["together"])
+        except KeyError as error:
+            raise ProtocolError(ErrorCode.UNKNOWN_PARTICIPANT, str(error.args[0])) from error
+        except ValueError as error:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"set_table: {error}") from error
+
     registry.register("set_mix", set_mix, {"original": _unit_interval})
     registry.register("rename_speaker", rename_speaker, {"speaker": text(1, 32), "name": NAME})
+    registry.register(
+        "set_table", set_table, {"participant": text(1, 32), "together": _together}
+    )
+    registry.register("set_spoken_lang", set_spoken_lang, {"lang": LANG})

@@ -9,7 +9,8 @@ whose output a `RoomSink` plays and captions, and a feeder per participant that 
 - voiceprints: `ai.identify`
 - captions, speakers, latency as JSON: `signaling.captions`
 - playouts and playout progress: `signaling.room_sink`
-- the `set_mix` / `rename_speaker` messages: `signaling.handlers`
+- co-located phones (tables): `media.table`, wired in by `signaling.tables`
+- the `set_mix` / `rename_speaker` / `set_table` messages: `signaling.handlers`
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from signaling.messages import MessageRegistry
 from signaling.metrics import Metrics
 from signaling.room_sink import AwaitedPlayout, RoomSink
 from signaling.rooms import Participant, Room, RoomObserver
+from signaling.tables import RoomTables
 
 __all__ = ["Embed", "LiveRoom", "LiveTranslation"]
 
@@ -48,6 +50,7 @@ class LiveRoom:
     casting: VoiceCasting
     announcer: Announcer
     sink: RoomSink
+    tables: RoomTables
     pipeline: RoomPipeline = field(init=False)
     feeders: Feeders = field(init=False)
     voices: dict[str, str] = field(default_factory=dict)
@@ -91,6 +94,17 @@ class LiveTranslation(RoomObserver):
         live.registry.rename(speaker, name)
         live.announcer.speakers(live.voices)
 
+    async def set_table(
+        self, participant: Participant, other_id: str, together: bool | None
+    ) -> None:
+        live = self.rooms.get(participant.room.id)
+        other = participant.room.participants.get(other_id)
+        if live is None or other is None:
+            raise KeyError(f"no participant {other_id!r} in this room")
+        if other is participant:
+            raise ValueError("you are always at your own table")
+        await live.tables.override(participant, other, together)
+
     def playout(self, live: LiveRoom, lang: str) -> TranslationPlayout:
         return live.sink.playout(lang)
 
@@ -105,6 +119,7 @@ class LiveTranslation(RoomObserver):
             VoiceCasting(KOKORO_LANGUAGES),
             announcer,
             RoomSink(room.mixer, announcer, self._metrics),
+            RoomTables(room),
         )
         identifier = VoiceprintIdentifier(
             self._embed,
@@ -124,6 +139,7 @@ class LiveTranslation(RoomObserver):
             self._vad,
             submit=live.pipeline.submit,
             on_segmented=self._metrics.utterances.labels("segmented").inc,
+            clean=live.tables.clean,
         )
         self.rooms[room.id] = live
 
@@ -134,6 +150,7 @@ class LiveTranslation(RoomObserver):
 
     def participant_joined(self, room: Room, participant: Participant) -> None:
         live = self.rooms[room.id]
+        live.tables.add(participant)
         live.feeders.start(participant)
         if live.registry.speakers():
             live.announcer.speakers(live.voices, to=participant)
@@ -143,6 +160,7 @@ class LiveTranslation(RoomObserver):
         if live is None:
             return
         self._spawn(live, live.feeders.stop(participant.id))
+        self._spawn(live, live.tables.remove(participant))
         live.sink.forget_source(participant.id)
         self._spawn(live, live.pipeline.cancel_source(participant.id))
         # Speakers heard only on this device go with it; one who also spoke elsewhere stays.
@@ -180,6 +198,8 @@ class LiveTranslation(RoomObserver):
 
     async def _close_room(self, live: LiveRoom) -> None:
         await live.feeders.close()
+        self._count_table_work(live)
+        live.tables.close()
         await live.pipeline.close()
         live.sink.awaiting.clear()
 
@@ -190,9 +210,20 @@ class LiveTranslation(RoomObserver):
         self.rooms.clear()
         await asyncio.gather(*self._chores, return_exceptions=True)
 
+    def _count_table_work(self, live: LiveRoom) -> None:
+        duplicates, echo_seconds = live.tables.take_counts()
+        self._metrics.duplicates_suppressed.inc(duplicates)
+        self._metrics.echo_suppressed_seconds.inc(echo_seconds)
+
     def _sample(self) -> None:
         rooms = list(self.rooms.values())
+        for live in rooms:
+            self._count_table_work(live)
+        groups = [group for live in rooms for group in live.tables.groups]
+        self._metrics.colocated_groups.set(len(groups))
+        self._metrics.colocated_participants.set(sum(len(group) for group in groups))
         depth = self._metrics.queue_depth
+        depth.labels("table_playback_ticks").set(sum(live.tables.backlog for live in rooms))
         depth.labels("inbound_16k").set(sum(live.feeders.queued for live in rooms))
         depth.labels("translator_batch").set(self._engines.translate.batcher.pending)
         depth.labels("in_flight_utterances").set(sum(live.pipeline.in_flight for live in rooms))

@@ -31,6 +31,8 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     ICE_FAILED = "ice_failed"
+    RESUME_FAILED = "resume_failed"
+    UNKNOWN_PARTICIPANT = "unknown_participant"
     UNAUTHORIZED = "unauthorized"
     WRONG_PASSCODE = "wrong_passcode"
     RETRY_LATER = "retry_later"

@@ -65,6 +65,23 @@ class Metrics:
         self.encode_streams = Gauge(
             "babblefish_encode_streams", "Distinct Opus encodes feeding those tracks", registry=r
         )
+        self.colocated_groups = Gauge(
+            "babblefish_colocated_groups", "Tables: groups of phones that hear one another",
+            registry=r,
+        )
+        self.colocated_participants = Gauge(
+            "babblefish_colocated_participants", "Participants seated at some table", registry=r
+        )
+        self.duplicates_suppressed = Counter(
+            "babblefish_duplicate_utterances_suppressed",
+            "Bursts of a talker's speech gated on a table-mate's microphone that heard it",
+            registry=r,
+        )
+        self.echo_suppressed_seconds = Counter(
+            "babblefish_echo_suppressed_seconds",
+            "Microphone audio found to be mostly a neighbouring phone's loudspeaker",
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "babblefish_event_loop_lag_seconds", "How late the event loop runs a timer",
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0), registry=r,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -13,11 +14,25 @@ from typing import Any
 
 from media.inbound import InboundAudio
 from media.mixer import Listener, RoomMixer
+from media.outbound import ListenerTrack
 
 log = logging.getLogger(__name__)
 
 LEVELS_INTERVAL = 0.2
 """Seconds between `levels` messages: 5 a second is smooth enough for a speaking ring."""
+
+RESUME_GRACE_SECONDS = 30.0
+"""How long a participant whose connection dropped keeps their place (id, voice, mix)
+for a `resume`. A phone switching from Wi-Fi to 4G, or woken from a locked screen, is back
+within a few seconds; the client itself gives up after 30 s."""
+
+HELD_MESSAGES = 256
+"""Messages kept for a participant while they reconnect, replayed on resume (the oldest
+go first when more come); the same bound as a live session's outbox."""
+
+NOT_HELD = frozenset({"levels", "participants", "latency"})
+"""Messages that mean nothing later: meters, rosters (`resumed` carries a fresh one) and
+the latency of audio the participant never heard."""
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -33,15 +48,43 @@ class Participant:
     room: Room
     send: Send
     """Queue a server -> client message for this participant; never blocks."""
+    speaks: str | None = None
+    """The language they pinned as the one they speak; None: detected per utterance,
+    favouring `lang`."""
     audio: InboundAudio = field(init=False)
     listener: Listener = field(init=False)
+    resume_token: str = field(init=False, default="")
+    """Secret that lets a new connection take this participant over (see `Rooms.resume`)."""
+    reconnecting: bool = False
+    held: deque[dict[str, Any]] = field(init=False)
+    """What was sent to the participant while they were reconnecting."""
 
     def __post_init__(self) -> None:
         self.audio = InboundAudio(self.id, self.lang)
         self.listener = Listener(self.id, self.lang)
+        self.held = deque(maxlen=HELD_MESSAGES)
 
-    def describe(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "lang": self.lang}
+    def describe(self) -> dict[str, Any]:
+        """A roster entry; `table` lists who shares this participant's table, if anyone."""
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "lang": self.lang,
+            "status": "reconnecting" if self.reconnecting else "connected",
+        }
+        if self.listener.mix.table:
+            entry["table"] = sorted(self.listener.mix.table)
+        return entry
+
+    def hold(self, message: dict[str, Any]) -> None:
+        """`send` while the participant is away: keep what they will still want."""
+        if message.get("type") not in NOT_HELD:
+            self.held.append(message)
+
+    def take_held(self) -> list[dict[str, Any]]:
+        messages = list(self.held)
+        self.held.clear()
+        return messages
 
 
 class RoomObserver:
@@ -83,7 +126,7 @@ class Room:
         """Set by whoever opened the room; later joiners must give it."""
         self._levels: asyncio.Task[None] | None = None
 
-    def roster(self) -> list[dict[str, str]]:
+    def roster(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.participants.values()]
 
     def broadcast(self, message: dict[str, Any], exclude: Participant | None = None) -> None:
@@ -126,13 +169,19 @@ class Rooms:
         mixer_factory: Callable[[], RoomMixer] | None = None,
         executor: Executor | None = None,
         max_rooms: int = 100,
+        resume_grace: float = RESUME_GRACE_SECONDS,
     ) -> None:
         self.max_participants = max_participants
         self.max_rooms = max_rooms
+        self.resume_grace = resume_grace
         self._mixer_factory = mixer_factory or (lambda: RoomMixer(executor=executor))
         self._rooms: dict[str, Room] = {}
         self._observers: list[RoomObserver] = []
         self._ids: set[str] = set()
+        self._by_token: dict[str, Participant] = {}
+        self._grace: dict[Participant, asyncio.Task[None]] = {}
+        """Per participant who is reconnecting, the task that makes them leave at the end."""
+        self._closing = False
 
     def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
@@ -173,6 +222,7 @@ class Rooms:
             room.start()
             self._notify("room_opened", room)
         participant = Participant(self._new_id(), name, lang, room, send)
+        self._issue_token(participant)
         room.participants[participant.id] = participant
         room.mixer.add_listener(participant.listener)
         room.mixer.add_source(participant.id, participant.audio)
@@ -187,12 +237,74 @@ class Rooms:
         self._notify("language_changed", room, participant, previous)
         room.broadcast({"type": "participants", "participants": room.roster()})
 
+    async def suspend(self, participant: Participant) -> None:
+        """The participant's connection dropped without a `leave`: keep their place for
+        `resume_grace` seconds, showing them as reconnecting; then they leave.
+
+        Their media is released (the peer connection is gone), but everything the room
+        knows of them stays: id, name, language, mix settings, voiceprints, and what is
+        sent to them meanwhile (`Participant.held`)."""
+        if participant.room.participants.get(participant.id) is not participant:
+            return  # already gone
+        if self.resume_grace <= 0 or self._closing:
+            await self.leave(participant)
+            return
+        participant.send = participant.hold
+        await participant.audio.detach()
+        if participant.reconnecting:
+            return
+        participant.reconnecting = True
+        task = asyncio.create_task(self._expire(participant), name=f"grace-{participant.id}")
+        self._grace[participant] = task
+        task.add_done_callback(_log_failure)
+        participant.room.broadcast(
+            {"type": "participants", "participants": participant.room.roster()}, participant
+        )
+
+    def claim(self, token: str) -> Participant | None:
+        """The participant whose resume token this is, if they are still in their room.
+        The token is used up at once, so two connections cannot both resume with it."""
+        participant = self._by_token.pop(token, None)
+        if participant is None:
+            return None
+        participant.resume_token = ""
+        in_room = participant.room.participants.get(participant.id) is participant
+        return participant if in_room else None
+
+    async def resume(self, participant: Participant, send: Send) -> bool:
+        """A `claim`ed participant, back on a new connection that sends through `send`,
+        with a new resume token. False if they left meanwhile (their grace ran out)."""
+        await _cancel(self._grace.pop(participant, None))
+        if participant.room.participants.get(participant.id) is not participant:
+            return False
+        await participant.audio.detach()
+        # aiortc stops a sender's track with its peer connection; the next one gets a new.
+        participant.listener.track.stop()
+        participant.listener.track = ListenerTrack()
+        self._issue_token(participant)
+        participant.send = send
+        if participant.reconnecting:
+            participant.reconnecting = False
+            participant.room.broadcast(
+                {"type": "participants", "participants": participant.room.roster()}, participant
+            )
+        return True
+
+    async def _expire(self, participant: Participant) -> None:
+        await asyncio.sleep(self.resume_grace)
+        self._grace.pop(participant, None)
+        await self.leave(participant)
+
     async def leave(self, participant: Participant) -> None:
         """Idempotent: remove the participant and release their media."""
         room = participant.room
         if room.participants.pop(participant.id, None) is None:
             return
         self._ids.discard(participant.id)
+        self._by_token.pop(participant.resume_token, None)
+        grace = self._grace.pop(participant, None)
+        if grace is not asyncio.current_task():
+            await _cancel(grace)
         room.mixer.remove_source(participant.id)
         room.mixer.remove_listener(participant.id)
         await participant.audio.close()
@@ -208,9 +320,15 @@ class Rooms:
         await room.stop()
 
     async def close_all(self) -> None:
+        self._closing = True
         for room in list(self._rooms.values()):
             for participant in list(room.participants.values()):
                 await self.leave(participant)
+
+    def _issue_token(self, participant: Participant) -> None:
+        self._by_token.pop(participant.resume_token, None)
+        participant.resume_token = secrets.token_urlsafe(32)
+        self._by_token[participant.resume_token] = participant
 
     def _new_id(self) -> str:
         while True:
@@ -225,3 +343,15 @@ class Rooms:
                 getattr(observer, hook)(*args)
             except Exception:
                 log.exception("room observer %r failed in %s", observer, hook)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -20,6 +20,7 @@ from signaling.rooms import Participant, Rooms
 log = logging.getLogger(__name__)
 
 CLOSE_ICE_FAILED = 4001
+CLOSE_RESUMED_ELSEWHERE = 4002
 WRITER_GRACE_SECONDS = 10.0
 
 
@@ -85,6 +86,9 @@ class Session:
             server.limits.outbox
         )
         self._closing = False
+        self._resumable = True
+        """Whether the participant keeps their place when the socket ends: yes when the
+        connection dropped (or its media failed), no when the server sent it away."""
         self._bucket = TokenBucket(server.limits.messages_per_second, server.limits.message_burst)
         self._writer: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()
@@ -105,6 +109,7 @@ class Session:
         if self._closing:
             return
         self._closing = True
+        self._resumable = code == CLOSE_ICE_FAILED
         if self._outbox.full():
             self._outbox.get_nowait()
         self._outbox.put_nowait(_Close(code, reason))
@@ -168,16 +173,27 @@ class Session:
         self.close(WSCloseCode.POLICY_VIOLATION, ErrorCode.JOIN_TIMEOUT)
 
     async def end_media(self) -> None:
-        """Leave the room and release the peer connection (idempotent)."""
-        if self.participant is not None:
-            await self.server.rooms.leave(self.participant)
+        """Leave the room for good and release the peer connection (idempotent)."""
+        participant, self.participant = self.participant, None
+        if participant is not None:
+            await self.server.rooms.leave(participant)
+        await self.release_peer()
+
+    async def release_peer(self) -> None:
         if self.pc is not None:
             pc, self.pc = self.pc, None
             await self.server.peers.close(pc)
 
+    async def hand_over(self) -> None:
+        """Another connection resumed this participant: this one lets go of them, without
+        leaving the room, and closes."""
+        self.participant = None
+        await self.release_peer()
+        self.close(CLOSE_RESUMED_ELSEWHERE, "resumed elsewhere")
+
     def media_failed(self) -> None:
         """The peer connection failed or was closed by the far side: the client must
-        reconnect, so say why and close; `run` then releases everything."""
+        reconnect (and may resume), so say why and close; `run` then releases the peer."""
         self.send(
             ProtocolError(
                 ErrorCode.ICE_FAILED, "the media connection failed; reconnect to retry"
@@ -230,7 +246,13 @@ class Session:
                 continue
 
     async def _teardown(self) -> None:
-        await self.end_media()
+        # Dropped without `leave`: the participant may come back with their resume token.
+        participant, self.participant = self.participant, None
+        if participant is not None and self._resumable:
+            await self.server.rooms.suspend(participant)
+        elif participant is not None:
+            await self.server.rooms.leave(participant)
+        await self.release_peer()
         self.close(WSCloseCode.OK)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITER_GRACE_SECONDS

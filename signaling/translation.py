@@ -14,7 +14,7 @@ from ai.identify import Embed
 from ai.models import ResolvedModels
 from ai.pipeline import PipelineEngines
 from ai.rest import add_rest_routes
-from ai.translator import SeamlessTranslator
+from ai.translator import HEARD, CascadeTranslator, SeamlessTranslator
 from ai.tts import KokoroSettings, KokoroTTS
 from ai.voiceprint import PyannoteEmbedder
 from ai.warmup import warm_up
@@ -32,14 +32,28 @@ class _ModelThreads(Protocol):
 
 @dataclass
 class LoadedEngines:
-    translator: SeamlessTranslator
+    translator: SeamlessTranslator | CascadeTranslator
     tts: KokoroTTS
     embedder: PyannoteEmbedder | None
 
 
-def load_engines(models: ResolvedModels, threads: int = 0) -> LoadedEngines:
+def load_engines(
+    models: ResolvedModels, threads: int = 0, *, engine: str = "seamless",
+    english_from: str = "whisper",
+) -> LoadedEngines:
     """Blocking: one copy of each model for the whole process."""
-    translator = SeamlessTranslator.load(models.seamless, threads=threads or None)
+    translator: SeamlessTranslator | CascadeTranslator
+    if engine == "cascade":
+        if models.asr is None or models.mt is None:
+            raise ValueError("the cascade engine needs its ASR and MT models resolved")
+        translator = CascadeTranslator.load(
+            models.asr, models.mt, threads=threads or None,
+            english_by="mt" if english_from == "mt" else "whisper",
+        )
+    else:
+        if models.seamless is None:
+            raise ValueError("the seamless engine needs its model resolved")
+        translator = SeamlessTranslator.load(models.seamless, threads=threads or None)
     tts = KokoroTTS(
         KokoroSettings(
             models.kokoro_model, models.kokoro_voices, threads=threads,
@@ -47,6 +61,12 @@ def load_engines(models: ResolvedModels, threads: int = 0) -> LoadedEngines:
         )
     )
     return LoadedEngines(translator, tts, PyannoteEmbedder(models.speaker))
+
+
+def heard_languages(translator: SeamlessTranslator | CascadeTranslator) -> frozenset[str]:
+    if isinstance(translator, CascadeTranslator):
+        return translator.heard_languages
+    return HEARD
 
 
 def mount_translation(
@@ -60,6 +80,7 @@ def mount_translation(
     engines = Engines(
         loaded.translator, loaded.tts,
         written=loaded.translator.text_languages,
+        heard=heard_languages(loaded.translator),
         seamless_spoken=loaded.translator.speech_languages,
     )
     add_rest_routes(app, engines, max_upload_bytes=app[SETTINGS].max_upload_bytes)

@@ -19,9 +19,10 @@ from media.peer import ICE_CONNECT_TIMEOUT, PeerConnections
 from signaling.access import Access
 from signaling.handlers import core_messages
 from signaling.http_log import quiet_malformed_requests
+from signaling.invite import add_invite_routes
 from signaling.languages import LanguageSource, table_languages
 from signaling.messages import ErrorCode, MessageRegistry
-from signaling.rooms import Rooms
+from signaling.rooms import RESUME_GRACE_SECONDS, Rooms
 from signaling.session import Session, SessionLimits, Signaling
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class ServerSettings:
     """Host candidate addresses to offer; None lets aioice pick the interfaces."""
     client_dir: Path = CLIENT_DIR
     limits: SessionLimits = field(default_factory=SessionLimits)
+    resume_grace: float = RESUME_GRACE_SECONDS
+    """Seconds a dropped participant may `resume`; 0 makes every drop a leave."""
     ice_timeout: float = ICE_CONNECT_TIMEOUT
     """Seconds an answered offer may take to connect before its peer connection is released."""
     access_token: str | None = None
@@ -95,7 +98,12 @@ def create_app(
     app[SETTINGS] = settings
     app[SIGNALING] = Signaling(
         access=access,
-        rooms=Rooms(settings.max_participants, executor=mixing, max_rooms=settings.max_rooms),
+        rooms=Rooms(
+            settings.max_participants,
+            executor=mixing,
+            max_rooms=settings.max_rooms,
+            resume_grace=settings.resume_grace,
+        ),
         peers=PeerConnections(settings.ice_servers, settings.ice_timeout),
         messages=messages or core_messages(),
         languages=languages,
@@ -121,6 +129,7 @@ def create_app(
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
     app.router.add_get("/languages", list_languages)
+    add_invite_routes(app)
     _serve_client(app, settings.client_dir)
     return app
 

@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.webrtc",
     "tests.fixtures.seamless",
+    "tests.fixtures.cascade",
 ]

@@ -37,6 +37,12 @@ def test_defaults() -> None:
     assert settings.data_dir == Path("data") and settings.cert is None
     assert settings.ice_servers == [] and settings.ice_addresses is None
     assert settings.max_participants == 50
+    assert settings.resume_grace == 30.0
+
+
+def test_resume_grace_from_flag_or_environment() -> None:
+    assert parse_settings(["--resume-grace", "0"], {}).resume_grace == 0.0
+    assert parse_settings([], {"BABBLEFISH_RESUME_GRACE": "90"}).resume_grace == 90.0
 
 
 def test_environment_overrides_defaults_and_flags_override_the_environment() -> None:
@@ -102,6 +108,8 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
         (["--ice-address", "my-host"], {}),
         (["--cert", "a.pem"], {}),
         (["--max-participants", "0"], {}),
+        (["--resume-grace", "-1"], {}),
+        ([], {"BABBLEFISH_RESUME_GRACE": "nan"}),
         (["--join-timeout", "0"], {}),
         (["--allowed-origin", "evil.example"], {}),
         ([], {"BABBLEFISH_MAX_ROOMS": "-3"}),
@@ -221,6 +229,28 @@ def test_missing_models_exit_with_one_message_naming_each_flag(tmp_path: Path) -
     assert "facebook/seamless-m4t-v2-large" in result.stderr
 
 
+def test_missing_cascade_models_name_their_flags_and_not_seamless(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--engine", "cascade", "--models-dir",
+         str(tmp_path)],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    for flag in ("--asr-model", "--mt-model", "--speaker-model", "--kokoro-model"):
+        assert flag in result.stderr
+    assert "Systran/faster-whisper-small" in result.stderr
+    assert "facebook/nllb-200-distilled-600M" in result.stderr
+    assert "--seamless-model" not in result.stderr
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--engine", "marian"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "one of seamless, cascade" in result.stderr
 async def test_sigterm_with_the_engines_loaded_and_speech_in_flight_exits_0(
     tmp_path: Path, tiny_seamless_dir: Path, wespeaker_dir: Path, test_assets: TestAssets
 ) -> None:

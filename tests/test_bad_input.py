@@ -69,7 +69,9 @@ async def test_recoverable_errors_keep_the_socket_and_lose_nothing(
     await expect_error(peer, ErrorCode.UNKNOWN_LANG)
 
     joined = await peer.join("r", "Ana", "eng")
-    assert joined["participants"] == [{"id": peer.id, "name": "Ana", "lang": "eng"}]
+    assert joined["participants"] == [
+        {"id": peer.id, "name": "Ana", "lang": "eng", "status": "connected"}
+    ]
     assert joined["ice_servers"] == []
     await peer.send({"type": "join", "room": "r2", "name": "Ana", "lang": "eng"})
     await expect_error(peer, ErrorCode.ALREADY_JOINED)
@@ -94,7 +96,7 @@ async def test_recoverable_errors_keep_the_socket_and_lose_nothing(
     await third.connect()
 
     await peer.send({"type": "set_lang", "lang": "spa"})
-    ana_now = {"id": peer.id, "name": "Ana", "lang": "spa"}
+    ana_now = {"id": peer.id, "name": "Ana", "lang": "spa", "status": "connected"}
     while ana_now not in (await peer.expect("participants"))["participants"]:
         pass  # earlier roster updates (Ben joining) come first
     await peer.send({"type": "leave"})
@@ -136,8 +138,10 @@ async def test_flood_is_rate_limited_and_closed(
 
 
 async def test_a_vanished_peer_is_removed_and_released(
-    babblefish: TestServer, peer_factory: PeerFactory
+    babblefish_factory: ServerFactory, peer_factory: PeerFactory
 ) -> None:
+    """Without a grace period to resume in (tests/test_reconnect.py has one), at once."""
+    babblefish = await babblefish_factory(resume_grace=0)
     signaling = signaling_of(babblefish)
     stays, leaves_ws, leaves_media = [await peer_factory(babblefish) for _ in range(3)]
     for name, peer in (("Stays", stays), ("Gone", leaves_ws), ("Mute", leaves_media)):

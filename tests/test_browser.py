@@ -20,15 +20,17 @@ checks who heard whom by correlating the level envelopes.
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from tests.fixtures.browser import LaunchParticipant, Participant
-from tests.fixtures.server import ServerFactory
+from tests.fixtures.server import ServerFactory, signaling_of
 from tests.fixtures.speech import compose
 
 pytestmark = pytest.mark.browser
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.browser
 ROOM_SCREENSHOT = Path("/tmp/babblefish-room.png")
 CAPTIONS_SCREENSHOT = Path("/tmp/babblefish-captions.png")
 LIVE_ROOM_SCREENSHOT = Path("/tmp/babblefish-live-room.png")
+SHARE_SCREENSHOT = Path("/tmp/babblefish-share.png")
 BIN_S = 0.1
 MAX_LAG_S = 2.0
 SPEAKING = 0.5
@@ -184,6 +187,96 @@ async def test_language_change_leave_and_rejoin(
     await bob.wait_until(CONNECTED)
     await ana.wait_until(CONNECTED)
     assert await bob.page.locator("#participants .person").count() == 2
+
+
+# Installed in a page: records what the page ever showed about reconnecting, since the
+# moment itself may be shorter than a poll.
+WATCH_RECONNECTING = """(other) => {
+  const seen = window.__reconnectSeen = {banner: false, otherAway: false, otherGone: false};
+  const look = () => {
+    if (!document.getElementById('reconnecting').hidden) seen.banner = true;
+    const rows = [...document.querySelectorAll('#participants .person')];
+    const row = rows.find((item) => item.querySelector('.avatar') && item.dataset.id === other);
+    if (!row) seen.otherGone = true;
+    else if (row.classList.contains('is-reconnecting')) seen.otherAway = true;
+  };
+  new MutationObserver(look).observe(document.body, {subtree: true, childList: true,
+                                                     attributes: true});
+  look();
+}"""
+
+
+async def test_a_dropped_connection_comes_back_by_itself_with_the_same_id(
+    launch_participant: LaunchParticipant, tmp_path: Path, babblefish: TestServer
+) -> None:
+    ana, bob = await two_in_a_room(launch_participant, tmp_path)
+    ana_id = (await ana.stats())["id"]
+    await ana.page.evaluate(WATCH_RECONNECTING, "")
+    await bob.page.evaluate(WATCH_RECONNECTING, ana_id)
+    resumed_after = await ana.page.evaluate("Date.now()")
+
+    # The network goes: the server's end of Ana's socket vanishes, with no close frame.
+    signaling = signaling_of(babblefish)
+    session = next(s for s in signaling.sessions if s.participant and s.participant.id == ana_id)
+    session.ws._req.transport.abort()
+
+    await ana.wait_until(
+        f"s.id === '{ana_id}' && s.joined && !s.reconnecting && s.states.peer === 'connected'"
+    )
+    await bob.wait_until(f"s.statuses['{ana_id}'] === 'connected'")
+    # Each hears the other again, on Ana's new peer connection.
+    heard_since = (
+        f"s.incoming && s.incoming.history.some(([t, level]) => t > {resumed_after} && level > 0.3)"
+    )
+    await ana.wait_until(heard_since)
+    await bob.wait_until(heard_since)
+    assert (await ana.page.evaluate("window.__reconnectSeen"))["banner"]
+    bob_saw = await bob.page.evaluate("window.__reconnectSeen")
+    assert bob_saw == {"banner": False, "otherAway": True, "otherGone": False}
+    assert (await ana.stats())["wake_lock"] is True
+
+
+async def test_share_shows_the_room_link_as_a_qr_code_that_scans_back_to_it(
+    launch_participant: LaunchParticipant, tmp_path: Path, babblefish_url: str
+) -> None:
+    pyzbar = pytest.importorskip("pyzbar.pyzbar", reason="pip install pyzbar; apt libzbar0")
+    ana = await launch_participant(fake_mic(tmp_path / "ana.wav", "Hello.", 1.0))
+    await ana.join("Ana", "table-7", "eng")
+    await ana.page.click("#share-button")
+    dialog = ana.page.locator("#share-dialog")
+    await dialog.wait_for(state="visible")
+    link = f"{babblefish_url}?room=table-7"
+    assert await dialog.locator(".share-link").input_value() == link
+    qr = dialog.locator(".share-qr")
+    await qr.wait_for(state="visible")
+    image = Image.open(io.BytesIO(await qr.screenshot()))
+    assert [code.data.decode() for code in pyzbar.decode(image)] == [link]
+    await ana.page.screenshot(path=str(SHARE_SCREENSHOT))
+
+    # A phone that scans it gets the room filled in.
+    phone = await launch_participant(fake_mic(tmp_path / "phone.wav", "Hi.", 1.0))
+    await phone.page.goto(link)
+    assert await phone.page.locator("#room").input_value() == "table-7"
+
+
+INVITE_SCRIPT = """() => {
+  const S = BF.share;
+  return {
+    plain: S.inviteLink('https://host:8443/', 'r1'),
+    locked: S.inviteLink('https://host:8443/app/', 'r1', {passcode: 'p w&1', token: ''}),
+    read: S.readInvite({search: '?room=r1&x=1', hash: '#passcode=p+w%261'}),
+  };
+}"""
+
+
+async def test_invite_links_carry_the_passcode_only_in_the_fragment(
+    launch_participant: LaunchParticipant, tmp_path: Path, babblefish_url: str
+) -> None:
+    page = (await launch_participant(fake_mic(tmp_path / "a.wav", "Hello.", 1.0))).page
+    result = await page.evaluate(INVITE_SCRIPT)
+    assert result["plain"] == "https://host:8443/?room=r1"
+    assert result["locked"] == "https://host:8443/app/?room=r1#passcode=p+w%261"
+    assert result["read"] == {"room": "r1", "passcode": "p w&1"}
 
 
 async def test_unreachable_server_is_explained(

@@ -23,10 +23,11 @@ async def rooms() -> AsyncIterator[Rooms]:
     await rooms.close_all()
 
 
-def speak(participant: Participant, speech: Speech) -> None:
+def speak(participant: Participant, speech: Speech, at: float = 0.0) -> None:
+    """Feeds `speech` as received from stream time `at` seconds on."""
     for start in range(0, len(speech.audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
         frame = speech.audio[start : start + FRAME_SAMPLES]
-        participant.audio.receive(frame, start / MIX_RATE, 0.0)
+        participant.audio.receive(frame, at + start / MIX_RATE, 0.0)
 
 
 async def until(condition: asyncio.Event) -> None:
@@ -52,7 +53,15 @@ async def test_a_feeder_submits_each_utterance_in_the_language_spoken_now(
     speak(ann, english_speech)
     await until(got)
     (utterance,) = submitted
-    assert utterance.source_id == ann.id and utterance.source_lang == "spa"
+    # Nothing pinned: the language is left to detect, favouring the one she declared now.
+    assert utterance.source_id == ann.id and utterance.declared_lang == "spa"
+    assert utterance.source_lang is None
+
+    ann.speaks = "eng"  # pinned ("I speak: English")
+    got.clear()
+    speak(ann, english_speech, at=len(english_speech.audio) / MIX_RATE)
+    await until(got)
+    assert submitted[-1].source_lang == "eng" and submitted[-1].declared_lang == "spa"
 
     await feeders.stop(ann.id)
     assert list(feeders) == [] and feeders.queued == 0
@@ -92,3 +101,25 @@ async def test_a_feeder_that_fails_is_logged_not_silent(
     assert record.exc_info is not None and "pipeline exploded" in str(record.exc_info[1])
     await feeders.close()  # a dead feeder still stops cleanly
     assert list(feeders) == []
+
+
+async def test_speech_cut_off_by_a_dropped_connection_is_submitted_without_waiting(
+    rooms: Rooms, english_speech: Speech
+) -> None:
+    ann = rooms.join("r", "Ann", "eng", lambda message: None)
+    submitted: list[Utterance] = []
+    got = asyncio.Event()
+
+    def submit(utterance: Utterance) -> None:
+        submitted.append(utterance)
+        got.set()
+
+    feeders = Feeders("r", VadSettings(), submit)
+    feeders.start(ann)
+    voiced_end = int(english_speech.voiced[0][1] * MIX_RATE)
+    cut = Speech(english_speech.audio[: voiced_end // 2], english_speech.rate, [])
+    speak(ann, cut)  # mid-sentence, her packets stop: nothing more ever arrives
+    await until(got)
+    (utterance,) = submitted
+    assert utterance.source_id == ann.id and utterance.duration > 0.5
+    await feeders.close()

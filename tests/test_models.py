@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ai.models import (
+    ASR,
     JA_DICTIONARY,
     KOKORO_MODEL,
     KOKORO_SHA256,
     KOKORO_VOICES,
     MODEL_SPECS,
+    MT,
     SEAMLESS,
     SPEAKER,
     WHISPER_SHA256,
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
     from ai.tts import KokoroTTS
 
 REPO = Path(__file__).resolve().parents[1]
-REQUIRED = [spec for spec in MODEL_SPECS if spec.required]
+REQUIRED = [spec for spec in MODEL_SPECS if spec.required and "seamless" in spec.engines]
+"""What the default engine needs."""
 
 
 def offline_env(home: Path) -> dict[str, str]:
@@ -58,6 +61,35 @@ def test_offline_start_with_nothing_lists_every_missing_model(tmp_path: Path) ->
         assert spec.source in done.stderr
         assert spec.flag in done.stderr and spec.env in done.stderr
     assert "--download-models" in done.stderr
+
+
+def test_the_cascade_engine_needs_whisper_and_nllb_not_seamless(tmp_path: Path) -> None:
+    with pytest.raises(MissingModels) as raised:
+        resolve_all(ModelSettings(models_dir=tmp_path), engine="cascade")
+
+    message = str(raised.value)
+    assert "--asr-model" in message and "--mt-model" in message
+    assert "Systran/faster-whisper-small" in message
+    assert "facebook/nllb-200-distilled-600M" in message
+    assert "--seamless-model" not in message
+
+
+def test_an_asr_size_or_a_local_folder_picks_the_whisper_model(
+    tmp_path: Path, test_assets: TestAssets, tiny_nllb_dir: Path
+) -> None:
+    paths = {KOKORO_MODEL.key: str(test_assets.kokoro_model),
+             KOKORO_VOICES.key: str(test_assets.kokoro_voices), SPEAKER.key: str(tmp_path)}
+    local = resolve_all(
+        ModelSettings(paths={**paths, ASR.key: str(test_assets.whisper_base),
+                             MT.key: str(tiny_nllb_dir)}), engine="cascade",
+    )
+    assert local.asr == test_assets.whisper_base and local.mt == tiny_nllb_dir
+    assert local.seamless is None
+
+    with pytest.raises(MissingModels) as raised:
+        resolve_all(ModelSettings(models_dir=tmp_path, paths={**paths, ASR.key: "base"}),
+                    engine="cascade")
+    assert "faster-whisper-base" in str(raised.value)
 
 
 def test_an_empty_models_dir_raises_one_error_naming_all(tmp_path: Path) -> None:

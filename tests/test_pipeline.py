@@ -37,7 +37,10 @@ class Translator:
         self.gate.set()
 
     async def translate_speech(
-        self, batch: Sequence[tuple[Audio, str | None, Sequence[str]]]
+        self,
+        batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
+        *,
+        priors: Sequence[str | None] = (),
     ) -> list[SpeechResult]:
         self.batches.append([(len(audio), src, tuple(targets)) for audio, src, targets in batch])
         await self.gate.wait()
@@ -169,6 +172,27 @@ async def engines(translator: Translator, synthesizer: Synthesizer) -> PipelineE
 
 def other_tasks() -> set[asyncio.Task[object]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
+
+
+async def test_a_detected_language_is_captioned_with_the_transcript_and_not_spoken(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    """Nothing pinned: every listening language is a target until the translator says
+    which one was spoken (the fake detects English); that one gets the transcript and
+    no speech, since its listeners hear the speaker's own voice."""
+    room = Room(engines, {"eng", "spa"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="bruno", declared_lang="spa")
+    assert room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+
+    events = room.sink.of(utt)
+    assert events[0] == ("dispatch", ("eng", "spa"))
+    assert translator.batches[-1] == [(16000, None, ("eng", "spa"))]
+    assert utt.source_lang == "eng"
+    assert ("caption", "eng", "said 16000", True) in events
+    assert ("caption", "spa", "[spa] said 16000", True) in events
+    assert [e[1] for e in events if e[0] == "speech"] == ["spa", "spa"]
+    assert sorted(str(e[1]) for e in events if e[0] == "speech_end") == ["eng", "spa"]
 
 
 async def test_captions_then_speech_in_every_language_someone_hears(

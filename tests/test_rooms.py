@@ -132,6 +132,88 @@ async def test_encoding_counts_for_metrics(rooms: Rooms) -> None:
     assert rooms.encoding == (2, 0)  # nobody speaks: both get the shared silence packet
 
 
+def statuses(inbox: Inbox) -> list[dict[str, str]]:
+    return [
+        {p["id"]: p["status"] for p in m["participants"]}
+        for m in inbox.messages
+        if m["type"] == "participants"
+    ]
+
+
+async def test_a_dropped_participant_is_reconnecting_then_resumes_as_themselves() -> None:
+    rooms = Rooms(resume_grace=3600)
+    journal = Journal()
+    rooms.add_observer(journal)
+    ana_inbox, ben_inbox, back_inbox = Inbox(), Inbox(), Inbox()
+    ana = rooms.join("r1", "Ana", "spa", ana_inbox)
+    ben = rooms.join("r1", "Ben", "eng", ben_inbox)
+    ana.listener.mix.original = 0.5
+    first_token, old_track = ana.resume_token, ana.listener.track
+
+    await rooms.suspend(ana)
+    assert statuses(ben_inbox)[-1] == {ana.id: "reconnecting", ben.id: "connected"}
+    ana.send({"type": "caption", "text": "hola"})  # the room goes on without her
+    ana.send({"type": "levels", "levels": {}})
+    assert ana_inbox.messages[-1]["type"] == "participants"  # nothing reached the old socket
+
+    assert rooms.claim("not-a-token") is None
+    claimed = rooms.claim(first_token)
+    assert claimed is ana and rooms.claim(first_token) is None  # one use only
+    assert await rooms.resume(ana, back_inbox)
+    assert ana.resume_token not in ("", first_token)
+    assert (ana.lang, ana.listener.mix.original) == ("spa", 0.5)
+    assert ana.listener.track is not old_track and old_track.readyState == "ended"
+    assert ana.take_held() == [{"type": "caption", "text": "hola"}]
+    ana.send({"type": "caption", "text": "otra"})
+    assert back_inbox.messages == [{"type": "caption", "text": "otra"}]
+    assert statuses(ben_inbox)[-1] == {ana.id: "connected", ben.id: "connected"}
+    assert all(ana.id in roster for roster in ben_inbox.rosters())  # never a leave
+    assert [event[0] for event in journal.events] == ["opened", "joined", "joined"]
+    await rooms.close_all()
+
+
+async def test_without_resume_the_grace_ends_in_a_normal_leave() -> None:
+    rooms = Rooms(resume_grace=0.01)
+    journal = Journal()
+    rooms.add_observer(journal)
+    ben_inbox = Inbox()
+    ana = rooms.join("r1", "Ana", "spa", Inbox())
+    ben = rooms.join("r1", "Ben", "eng", ben_inbox)
+    token = ana.resume_token
+    before = asyncio.all_tasks()
+    await rooms.suspend(ana)
+    grace = asyncio.all_tasks() - before
+    assert [task.get_name() for task in grace] == [f"grace-{ana.id}"]
+    await asyncio.gather(*grace)
+
+    assert ben_inbox.rosters()[-1] == [ben.id]
+    assert journal.events[-1] == ("left", "Ana")
+    assert rooms.claim(token) is None and rooms.participant_count == 1
+    await rooms.close_all()
+
+
+async def test_leaving_or_closing_during_the_grace_cancels_it() -> None:
+    rooms = Rooms(resume_grace=3600)
+    before = asyncio.all_tasks()
+    ana = rooms.join("r1", "Ana", "spa", Inbox())
+    ben = rooms.join("r2", "Ben", "spa", Inbox())
+    await rooms.suspend(ana)
+    await rooms.suspend(ben)
+    await rooms.leave(ana)
+    assert rooms.claim(ana.resume_token) is None
+    await rooms.close_all()
+    assert asyncio.all_tasks() - before == set() and len(rooms) == 0
+    await rooms.suspend(ben)  # a socket that ends after shutdown changes nothing
+    assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_grace_of_zero_makes_a_drop_a_leave() -> None:
+    rooms = Rooms(resume_grace=0)
+    ana = rooms.join("r1", "Ana", "spa", Inbox())
+    await rooms.suspend(ana)
+    assert rooms.get("r1") is None and rooms.claim(ana.resume_token) is None
+
+
 async def test_a_rejoin_while_the_last_leave_stops_the_room_keeps_the_new_room(
     rooms: Rooms,
 ) -> None:
