@@ -22,6 +22,7 @@ from aiohttp import web
 
 from ai.models import ENGINES, MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
+from signaling.languages import table_languages, untranslated_languages
 from signaling.tls import self_signed_certificate, server_ssl_context
 from signaling.web import ServerSettings, create_app
 
@@ -362,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ssl_context = server_ssl_context(cert, key)
     if settings.access_token:
         note += " (access token required: the page asks for it once)"
-    app = create_app(settings)
+    # Without engines, /languages must not promise recognition or speech it cannot give.
+    app = create_app(
+        settings, languages=untranslated_languages if settings.no_translation else table_languages
+    )
     if not settings.no_translation:
         # Imported here so that `--no-translation` and `--help` never load torch.
         import torch

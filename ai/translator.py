@@ -40,7 +40,8 @@ MAX_TEXT_CHARS = 2000
 HEARD = frozenset(code for code, lang in LANGUAGES.items() if lang.speech_in)
 
 DETECT_CANDIDATES = ("eng", "spa", "fra", "deu", "cmn", "hin", "arb", "por", "rus", "jpn")
-"""Tried, with the requested targets, when a speaker declared no language."""
+"""Tried, with the requested targets, when a speaker declared no language; those the
+loaded model lacks are left out."""
 
 
 class TranslationError(ValueError):
@@ -141,9 +142,10 @@ class SeamlessTranslator:
         max_waiting: int = 32,
     ) -> None:
         self.engine = engine
-        self.detect_candidates = tuple(
-            _check_language(code, engine.text_languages, "detected") for code in detect_candidates
-        )
+        # Only what the loaded model has: a smaller or fine-tuned checkpoint may lack some.
+        self.detect_candidates = tuple(c for c in detect_candidates if c in engine.text_languages)
+        if not self.detect_candidates:
+            self.detect_candidates = tuple(sorted(engine.text_languages))[: len(DETECT_CANDIDATES)]
         self.max_seconds = max_seconds
         self._thread = ModelThread("seamless", max_waiting)
 

@@ -387,6 +387,8 @@ async def soak(scale: float) -> int:
                   f"{held['accepted']}, refused {dict(tally.refused)}, closed by the server "
                   f"{dict(tally.closes)}", flush=True)
             print(line("while held", held), flush=True)
+            for violation in tally.violations[:10]:
+                print(f"    VIOLATION {violation}", flush=True)
             await settle(session, base, idle_health)
             print(line("after they closed", server_stats(process.pid)), flush=True)
             failures += len(tally.violations)

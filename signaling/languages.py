@@ -45,3 +45,12 @@ def table_languages() -> list[LanguageInfo]:
             LanguageInfo(code, language.name, language.speech_in, language.text_out, speech_out)
         )
     return sorted(found, key=lambda info: info.name)
+
+
+def untranslated_languages() -> list[LanguageInfo]:
+    """For a server without engines (`--no-translation`): every language can be listened
+    in (same-language voices), none is recognized, translated into or spoken."""
+    return [
+        LanguageInfo(info.code, info.name, speech_in=False, text_out=True, speech_out=None)
+        for info in table_languages()
+    ]

@@ -172,8 +172,11 @@ async def serve_once(
                 line = (await process.stdout.readline()).decode()
             scheme = "http" if "--http" in args else "https"
             url = f"{scheme}://127.0.0.1:{env['BABBLEFISH_PORT']}/health"
-            async with aiohttp.ClientSession() as session, session.get(url, ssl=False) as reply:
-                health = await reply.json()
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url, ssl=False) as reply:
+                    health = await reply.json()
+                async with session.get(url.replace("/health", "/languages"), ssl=False) as reply:
+                    health["languages"] = (await reply.json())["languages"]
             process.send_signal(stop)
             await process.stdout.read()
             code = await process.wait()
@@ -192,6 +195,11 @@ async def test_server_starts_with_tls_reuses_its_certificate_and_stops_cleanly(
     assert f"https://127.0.0.1:{env['BABBLEFISH_PORT']}/" in line and "self-signed" in line
     assert health["status"] == "ok" and health["rooms"] == 0 and health["participants"] == 0
     assert code == 0
+    # --no-translation: every language can be listened in, none recognized or spoken.
+    languages = health["languages"]
+    assert isinstance(languages, list) and languages
+    assert all(lang["text_out"] and not lang["speech_in"] and lang["speech_out"] is None
+               for lang in languages)
     cert = tmp_path / "tls" / "self-signed.crt"
     first = cert.read_bytes()
 

@@ -41,7 +41,7 @@ async def offer_with(candidate: str | None) -> str:
 async def test_an_offer_that_never_connects_is_released(
     babblefish_factory: ServerFactory, peer_factory: PeerFactory, candidate: str | None
 ) -> None:
-    server = await babblefish_factory(ice_timeout=0.5)
+    server = await babblefish_factory(ice_timeout=0.5, resume_grace=0)
     signaling = signaling_of(server)
     tasks_before = asyncio.all_tasks()
     peer = await peer_factory(server)

@@ -311,3 +311,23 @@ async def test_faster_cpu_modes_run_end_to_end(
 def test_int8_is_a_cpu_mode(tiny_seamless_dir: Path) -> None:
     with pytest.raises(ValueError, match="CPU mode"):
         SeamlessM4T.load(tiny_seamless_dir, device="meta", dtype="int8")
+
+
+def test_detection_candidates_come_from_what_the_loaded_model_has() -> None:
+    from types import SimpleNamespace
+
+    from ai.translator import DETECT_CANDIDATES, SeamlessTranslator
+
+    without_cmn = SimpleNamespace(text_languages=frozenset({"eng", "spa", "fra", "zul"}))
+    translator = SeamlessTranslator(without_cmn)  # type: ignore[arg-type]
+    try:
+        assert "cmn" in DETECT_CANDIDATES
+        assert translator.detect_candidates == ("eng", "spa", "fra")
+    finally:
+        translator.close()
+    none_listed = SimpleNamespace(text_languages=frozenset({"zul", "yor"}))
+    translator = SeamlessTranslator(none_listed)  # type: ignore[arg-type]
+    try:
+        assert translator.detect_candidates == ("yor", "zul")
+    finally:
+        translator.close()
