@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from ai.identify import VoiceprintIdentifier
 from ai.speakers import RegistrySettings, SpeakerRegistry
-from ai.utterance import PIPELINE_RATE
+from ai.utterance import PIPELINE_RATE, Utterance
 from tests.fixtures.speech import espeak
 
 SETTINGS = RegistrySettings()
@@ -63,14 +64,30 @@ def test_unusable_audio_is_refused(embedder: PyannoteEmbedder) -> None:
 
 
 @pytest.mark.slow
-def test_the_same_print_from_the_real_model_is_the_same_speaker(embedder: PyannoteEmbedder) -> None:
-    speech = espeak("One two three four five six seven.")
+async def test_a_room_names_speakers_from_the_real_models_prints(
+    embedder: PyannoteEmbedder,
+) -> None:
+    # The test model has random weights: only the same audio is sure to sound alike to it.
+    dan_speech = espeak("One two three four five six seven.")
+    eve_speech = espeak("The quick brown fox jumps over the lazy dog.", voice="en-gb")
     registry = SpeakerRegistry()
+    changes: list[None] = []
+    identifier = VoiceprintIdentifier(
+        embedder.embed_async, registry, {"conn-dan": "Dan", "conn-eve": "Eve"}.get,
+        lambda: changes.append(None),
+    )
 
-    first = registry.assign(embedder.embed(speech), "conn-dan", 2.0, "Dan")
-    second = registry.assign(embedder.embed(speech), "conn-dan", 2.0, "Dan")
+    def said(speech: np.ndarray, connection: str) -> Utterance:
+        return Utterance(speech, 0.0, len(speech) / PIPELINE_RATE, source_id=connection)
 
-    assert second.speaker.id == first.speaker.id and not second.is_new
+    dan = await identifier.identify(said(dan_speech, "conn-dan"))
+    dan_again = await identifier.identify(said(dan_speech, "conn-dan"))
+    eve = await identifier.identify(said(eve_speech, "conn-eve"))
+
+    assert dan == dan_again and dan[1] == "Dan"
+    assert eve[1] == "Eve" and eve[0] != dan[0]
+    assert [(s.id, s.name) for s in registry.speakers()] == [dan, eve]
+    assert len(changes) == 3
 
 
 # --- The registry on controlled prints ---------------------------------------------------
