@@ -35,7 +35,7 @@ from ai.batcher import BatcherClosed
 from ai.engines import Engines, SpeechResult
 from ai.kokoro_voices import KOKORO_LANGUAGES
 from ai.languages import LANGUAGES
-from ai.resample import SPEECH_RATE
+from ai.pipeline import PipelineEngines
 from ai.translator import MIN_SECONDS, TranslationError, TranslatorBusy
 from ai.utterance import Audio
 from ai.worker import WorkerClosed
@@ -158,8 +158,9 @@ def wav_bytes(audio: Audio, rate: int) -> bytes:
 
 
 class _Handlers:
-    def __init__(self, engines: Engines, max_upload_bytes: int) -> None:
+    def __init__(self, engines: Engines, blocks: PipelineEngines, max_upload_bytes: int) -> None:
         self.engines = engines
+        self.blocks = blocks
         self.max_upload = max_upload_bytes
         self.spoken = frozenset(code for code in LANGUAGES if engines.speech_out(code))
 
@@ -274,17 +275,13 @@ class _Handlers:
         if self.engines.speech_out(lang) == "kokoro":
             table = KOKORO_LANGUAGES[lang]
             voice = voice or (table.female + table.male)[0]
-            try:
-                chunks = [c async for c in self.engines.synthesizer.stream(text, lang, voice)]
-            except ValueError as error:  # an unknown voice, in the engine's words
-                raise Problem(422, "invalid_request", str(error)) from error
-            audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            rate = SPEECH_RATE
-        else:
-            if voice is not None:
-                raise Problem(422, "invalid_request",
-                              f"{LANGUAGES[lang].name} is spoken in one voice; omit `voice`")
-            audio, rate = await self.engines.translator.speak(text, lang)
+        elif voice is not None:
+            raise Problem(422, "invalid_request",
+                          f"{LANGUAGES[lang].name} is spoken in one voice; omit `voice`")
+        try:
+            audio, rate = await self.blocks.speak.synthesize(text, lang, voice)
+        except ValueError as error:  # an unknown voice, in the engine's words
+            raise Problem(422, "invalid_request", str(error)) from error
         wav = await asyncio.get_running_loop().run_in_executor(None, wav_bytes, audio, rate)
         return web.Response(body=wav, content_type="audio/wav")
 
@@ -308,10 +305,18 @@ def _answering_problems(handler: Handler) -> Handler:
 
 
 def add_rest_routes(
-    app: web.Application, engines: Engines, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    app: web.Application,
+    engines: Engines,
+    blocks: PipelineEngines,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> None:
-    """Mounts the REST endpoints on `app` (before it starts)."""
-    handlers = _Handlers(engines, max_upload_bytes)
+    """Mounts the REST endpoints on `app` (before it starts).
+
+    `blocks` are the live rooms' own (around the same engines): REST speech shares
+    their bounded synthesis slots, so it queues with the rooms instead of beside them.
+    """
+    handlers = _Handlers(engines, blocks, max_upload_bytes)
     routes: dict[str, Handler] = {
         "/translate": handlers.translate,
         "/translate/batch": handlers.translate_batch,
