@@ -1,6 +1,6 @@
 """The REST face: text translation, file transcription, speech synthesis.
 
-`add_rest_routes(app, engines)` mounts:
+`add_rest_routes(app, engines, blocks)` mounts:
 
 - `POST /translate` `{"text", "source_lang", "target_lang"}`
 - `POST /translate/batch` `{"texts": [...], "source_lang", "target_lang"}`
@@ -11,10 +11,12 @@
 Errors are `{"error": {"code", "message"}}`: 413 past the size limit (bodies
 are read in chunks and dropped at the limit, whatever Content-Length says),
 415 for files PyAV cannot decode, 422 for bad fields or languages, 503 when
-the translator's queue is full.
+the translator's or the batcher's queue is full.
 
-The model is one thread shared with live rooms, so long work goes to it in
-small batches: a room's utterance waits for one batch, not for a whole file.
+The models are shared with the live rooms, and so are the blocks in front of
+them: speech to transcribe goes through the rooms' micro-batcher a few segments
+at a time (a room's utterance waits for one batch, not for a whole file), and
+`/speak` takes one of the rooms' bounded synthesis slots.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ai.audio_file import UndecodableAudio, decode_audio
-from ai.batcher import BatcherClosed
+from ai.batcher import BatcherClosed, BatcherFull
 from ai.engines import Engines, SpeechResult
 from ai.kokoro_voices import KOKORO_LANGUAGES
 from ai.languages import LANGUAGES
@@ -245,23 +247,35 @@ class _Handlers:
         kept = [u for u in utterances if u.duration >= MIN_SECONDS]
         if not kept:
             return [], []
-        translator = self.engines.translator
         results: dict[int, SpeechResult] = {}
         if language is None:
             longest = max(range(len(kept)), key=lambda i: kept[i].duration)
-            [results[longest]] = await translator.translate_speech(
-                [(kept[longest].audio, None, targets)]
-            )
+            [results[longest]] = await self._translate([(kept[longest].audio, None, targets)])
             language = results[longest].source_lang
         todo = [i for i in range(len(kept)) if i not in results]
         for start in range(0, len(todo), SEGMENTS_PER_CALL):
             batch = todo[start : start + SEGMENTS_PER_CALL]
-            found = await translator.translate_speech(
-                [(kept[i].audio, language, targets) for i in batch]
-            )
+            found = await self._translate([(kept[i].audio, language, targets) for i in batch])
             results.update(zip(batch, found, strict=True))
         spans = [(u.start, u.end) for u in kept]
         return spans, [results[i] for i in range(len(kept))]
+
+    async def _translate(
+        self, items: Sequence[tuple[Audio, str | None, Sequence[str]]]
+    ) -> list[SpeechResult]:
+        """Through the rooms' micro-batcher, so the model sees one queue: REST segments
+        share batches with live utterances, and a room's waits for one batch at most."""
+        submitted = [
+            asyncio.ensure_future(self.blocks.translate.batcher.submit(
+                (audio, source, tuple(targets), None)
+            ))
+            for audio, source, targets in items
+        ]
+        try:
+            return list(await asyncio.gather(*submitted))
+        finally:
+            for item in submitted:
+                item.cancel()  # after a failure, the others leave the queue too
 
     async def speak(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -298,7 +312,7 @@ def _answering_problems(handler: Handler) -> Handler:
             return Problem(422, error.code, str(error)).response()
         except (WorkerClosed, BatcherClosed):
             return Problem(503, "shutting_down", "the server is shutting down").response()
-        except TranslatorBusy as error:
+        except (TranslatorBusy, BatcherFull) as error:
             return Problem(503, "busy", str(error)).response()
 
     return handle

@@ -340,6 +340,33 @@ async def test_streamed_upload_over_the_limit_is_413(client: Client) -> None:
     assert await error_of(response, 413) == "too_large"
 
 
+@pytest.mark.parametrize(
+    ("path", "fields"), [("/transcribe", {}), ("/transcribe-translate", {"target_lang": "spa"})]
+)
+async def test_uploads_go_through_the_rooms_batcher(
+    client: Client, blocks: PipelineEngines, two_sentences_wav: bytes,
+    path: str, fields: dict[str, str],
+) -> None:
+    """Once the rooms' batcher is closed (shutdown), an upload no longer reaches the model."""
+    await blocks.translate.close()
+    response = await client.post(path, data=form(two_sentences_wav, language="eng", **fields))
+    assert await error_of(response, 503) == "shutting_down"
+
+
+async def test_a_full_batcher_is_503_busy(
+    aiohttp_client: MakeClient, engines: Engines, two_sentences_wav: bytes
+) -> None:
+    blocks = PipelineEngines(engines.translator, engines.synthesizer, max_pending=1)
+    app = web.Application()
+    add_rest_routes(app, engines, blocks)
+    client = await aiohttp_client(app)
+    try:
+        response = await client.post("/transcribe", data=form(two_sentences_wav, language="eng"))
+        assert await error_of(response, 503) == "busy"
+    finally:
+        await blocks.close()
+
+
 # /speak
 
 
