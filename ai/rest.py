@@ -1,6 +1,6 @@
 """The REST face: text translation, file transcription, speech synthesis.
 
-`add_rest_routes(app, engines)` mounts:
+`add_rest_routes(app, engines, blocks)` mounts:
 
 - `POST /translate` `{"text", "source_lang", "target_lang"}`
 - `POST /translate/batch` `{"texts": [...], "source_lang", "target_lang"}`
@@ -11,10 +11,12 @@
 Errors are `{"error": {"code", "message"}}`: 413 past the size limit (bodies
 are read in chunks and dropped at the limit, whatever Content-Length says),
 415 for files PyAV cannot decode, 422 for bad fields or languages, 503 when
-the translator's queue is full.
+the translator's or the batcher's queue is full.
 
-The model is one thread shared with live rooms, so long work goes to it in
-small batches: a room's utterance waits for one batch, not for a whole file.
+The models are shared with the live rooms, and so are the blocks in front of
+them: speech to transcribe goes through the rooms' micro-batcher a few segments
+at a time (a room's utterance waits for one batch, not for a whole file), and
+`/speak` takes one of the rooms' bounded synthesis slots.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ai.audio_file import UndecodableAudio, decode_audio
-from ai.batcher import BatcherClosed
+from ai.batcher import BatcherClosed, BatcherFull
 from ai.engines import Engines, SpeechResult
 from ai.kokoro_voices import KOKORO_LANGUAGES
 from ai.languages import LANGUAGES
-from ai.resample import SPEECH_RATE
+from ai.pipeline import PipelineEngines
 from ai.translator import MIN_SECONDS, TranslationError, TranslatorBusy
 from ai.utterance import Audio
 from ai.worker import WorkerClosed
@@ -158,8 +160,9 @@ def wav_bytes(audio: Audio, rate: int) -> bytes:
 
 
 class _Handlers:
-    def __init__(self, engines: Engines, max_upload_bytes: int) -> None:
+    def __init__(self, engines: Engines, blocks: PipelineEngines, max_upload_bytes: int) -> None:
         self.engines = engines
+        self.blocks = blocks
         self.max_upload = max_upload_bytes
         self.spoken = frozenset(code for code in LANGUAGES if engines.speech_out(code))
 
@@ -244,23 +247,35 @@ class _Handlers:
         kept = [u for u in utterances if u.duration >= MIN_SECONDS]
         if not kept:
             return [], []
-        translator = self.engines.translator
         results: dict[int, SpeechResult] = {}
         if language is None:
             longest = max(range(len(kept)), key=lambda i: kept[i].duration)
-            [results[longest]] = await translator.translate_speech(
-                [(kept[longest].audio, None, targets)]
-            )
+            [results[longest]] = await self._translate([(kept[longest].audio, None, targets)])
             language = results[longest].source_lang
         todo = [i for i in range(len(kept)) if i not in results]
         for start in range(0, len(todo), SEGMENTS_PER_CALL):
             batch = todo[start : start + SEGMENTS_PER_CALL]
-            found = await translator.translate_speech(
-                [(kept[i].audio, language, targets) for i in batch]
-            )
+            found = await self._translate([(kept[i].audio, language, targets) for i in batch])
             results.update(zip(batch, found, strict=True))
         spans = [(u.start, u.end) for u in kept]
         return spans, [results[i] for i in range(len(kept))]
+
+    async def _translate(
+        self, items: Sequence[tuple[Audio, str | None, Sequence[str]]]
+    ) -> list[SpeechResult]:
+        """Through the rooms' micro-batcher, so the model sees one queue: REST segments
+        share batches with live utterances, and a room's waits for one batch at most."""
+        submitted = [
+            asyncio.ensure_future(self.blocks.translate.batcher.submit(
+                (audio, source, tuple(targets), None)
+            ))
+            for audio, source, targets in items
+        ]
+        try:
+            return list(await asyncio.gather(*submitted))
+        finally:
+            for item in submitted:
+                item.cancel()  # after a failure, the others leave the queue too
 
     async def speak(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -274,17 +289,13 @@ class _Handlers:
         if self.engines.speech_out(lang) == "kokoro":
             table = KOKORO_LANGUAGES[lang]
             voice = voice or (table.female + table.male)[0]
-            try:
-                chunks = [c async for c in self.engines.synthesizer.stream(text, lang, voice)]
-            except ValueError as error:  # an unknown voice, in the engine's words
-                raise Problem(422, "invalid_request", str(error)) from error
-            audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            rate = SPEECH_RATE
-        else:
-            if voice is not None:
-                raise Problem(422, "invalid_request",
-                              f"{LANGUAGES[lang].name} is spoken in one voice; omit `voice`")
-            audio, rate = await self.engines.translator.speak(text, lang)
+        elif voice is not None:
+            raise Problem(422, "invalid_request",
+                          f"{LANGUAGES[lang].name} is spoken in one voice; omit `voice`")
+        try:
+            audio, rate = await self.blocks.speak.synthesize(text, lang, voice)
+        except ValueError as error:  # an unknown voice, in the engine's words
+            raise Problem(422, "invalid_request", str(error)) from error
         wav = await asyncio.get_running_loop().run_in_executor(None, wav_bytes, audio, rate)
         return web.Response(body=wav, content_type="audio/wav")
 
@@ -301,17 +312,25 @@ def _answering_problems(handler: Handler) -> Handler:
             return Problem(422, error.code, str(error)).response()
         except (WorkerClosed, BatcherClosed):
             return Problem(503, "shutting_down", "the server is shutting down").response()
-        except TranslatorBusy as error:
+        except (TranslatorBusy, BatcherFull) as error:
             return Problem(503, "busy", str(error)).response()
 
     return handle
 
 
 def add_rest_routes(
-    app: web.Application, engines: Engines, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    app: web.Application,
+    engines: Engines,
+    blocks: PipelineEngines,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> None:
-    """Mounts the REST endpoints on `app` (before it starts)."""
-    handlers = _Handlers(engines, max_upload_bytes)
+    """Mounts the REST endpoints on `app` (before it starts).
+
+    `blocks` are the live rooms' own (around the same engines): REST speech shares
+    their bounded synthesis slots, so it queues with the rooms instead of beside them.
+    """
+    handlers = _Handlers(engines, blocks, max_upload_bytes)
     routes: dict[str, Handler] = {
         "/translate": handlers.translate,
         "/translate/batch": handlers.translate_batch,

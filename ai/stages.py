@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from typing import Protocol
+
+import numpy as np
 
 from ai.batcher import MicroBatcher
 from ai.engines import SpeechResult, SpeechSynthesizer, Translator
 from ai.languages import LANGUAGES
-from ai.resample import to_speech_rate
+from ai.resample import SPEECH_RATE, to_speech_rate
 from ai.utterance import Audio, Stage, Utterance
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,13 @@ class SpeakTranslation:
         self._synthesizer = synthesizer
         self._translator = translator
         self._slots = asyncio.Semaphore(slots)
+        self._waiting = 0
         self._seamless_spoken = frozenset(seamless_spoken)
+
+    @property
+    def waiting(self) -> int:
+        """Syntheses waiting for a slot, the rooms' and the REST face's together."""
+        return self._waiting
 
     def speaks(self, lang: str) -> bool:
         return self._synthesizer.speaks(lang) or lang in self._seamless_spoken
@@ -143,24 +152,57 @@ class SpeakTranslation:
     ) -> None:
         if not text.strip() or not self.speaks(lang):
             return
-        async with self._slots:
+        async with self._slot():
             if self._synthesizer.speaks(lang):
                 speaker = utterance.speaker_id or utterance.source_id
                 voice = await cast_voice(speaker, lang, utterance.audio)
-                chunks = self._synthesizer.stream(text, lang, voice)
-                try:
-                    async for chunk in chunks:
-                        self._emit(utterance, chunk, emit)
-                finally:
-                    close = getattr(chunks, "aclose", None)
-                    if close is not None:
-                        await close()  # stops a cancelled stream's remaining sentences
+                async for chunk in self._stream(text, lang, voice):
+                    self._emit(utterance, chunk, emit)
             else:
                 audio, rate = await self._translator.speak(text, lang)
                 # Tens of milliseconds for a long sentence: too long for the loop's 20 ms ticks.
                 loop = asyncio.get_running_loop()
                 chunk = await loop.run_in_executor(None, to_speech_rate, audio, rate)
                 self._emit(utterance, chunk, emit)
+
+    async def synthesize(self, text: str, lang: str, voice: str | None) -> tuple[Audio, int]:
+        """The whole text as speech, (samples, rate), in one of the rooms' slots.
+
+        For callers outside a room (the REST face): sharing the slots bounds the
+        synthesizer's load and keeps rooms' sentences in the same FIFO order as theirs.
+        Kokoro needs a `voice` and raises `ValueError` for one it lacks; the translator's
+        own vocoder has one voice per language and ignores it.
+        """
+        async with self._slot():
+            if self._synthesizer.speaks(lang):
+                if voice is None:
+                    raise ValueError(f"name a Kokoro voice for {lang!r}")
+                chunks = [chunk async for chunk in self._stream(text, lang, voice)]
+                audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+                return audio, SPEECH_RATE
+            return await self._translator.speak(text, lang)
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _stream(self, text: str, lang: str, voice: str) -> AsyncIterator[Audio]:
+        chunks = self._synthesizer.stream(text, lang, voice)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()  # stops a cancelled stream's remaining sentences
 
     @staticmethod
     def _emit(utterance: Utterance, chunk: Audio, emit: Callable[[Audio], None]) -> None:

@@ -83,7 +83,10 @@ def mount_translation(
         heard=heard_languages(loaded.translator),
         seamless_spoken=loaded.translator.speech_languages,
     )
-    add_rest_routes(app, engines, max_upload_bytes=app[SETTINGS].max_upload_bytes)
+    pipeline = PipelineEngines(
+        loaded.translator, loaded.tts, seamless_spoken=loaded.translator.speech_languages
+    )
+    add_rest_routes(app, engines, pipeline, max_upload_bytes=app[SETTINGS].max_upload_bytes)
     app[SIGNALING].languages = lambda: [LanguageInfo(**info) for info in engines.languages()]
     embed = loaded.embedder.embed_async if loaded.embedder is not None else None
 
@@ -115,9 +118,6 @@ def mount_translation(
     app.on_startup.append(start)
     app.on_shutdown.append(drop_queued)
     app.on_cleanup.append(stop)
-    pipeline = PipelineEngines(
-        loaded.translator, loaded.tts, seamless_spoken=loaded.translator.speech_languages
-    )
     return mount_live(app, pipeline, embed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,9 +16,11 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 
 from ai.engines import Engines
+from ai.pipeline import PipelineEngines
 from ai.rest import MAX_BATCH_TEXTS, MAX_JSON_BYTES, add_rest_routes
 from ai.translator import SeamlessTranslator
 from ai.tts import KokoroTTS
+from ai.utterance import Utterance
 from tests.fixtures.speech import Speech, compose
 
 Client = TestClient[Any, Any]
@@ -46,10 +49,25 @@ def engines(seamless_translator: SeamlessTranslator, kokoro_tts: KokoroTTS) -> E
     )
 
 
+def blocks_around(engines: Engines, speech_slots: int = 8) -> PipelineEngines:
+    """The live rooms' blocks around the same engines, as `mount_translation` builds them."""
+    return PipelineEngines(
+        engines.translator, engines.synthesizer,
+        speech_slots=speech_slots, seamless_spoken=engines.seamless_spoken,
+    )
+
+
 @pytest.fixture
-async def client(aiohttp_client: MakeClient, engines: Engines) -> Client:
+async def blocks(engines: Engines) -> AsyncIterator[PipelineEngines]:
+    blocks = blocks_around(engines)
+    yield blocks
+    await blocks.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, engines: Engines, blocks: PipelineEngines) -> Client:
     app = web.Application()
-    add_rest_routes(app, engines, max_upload_bytes=2 * 2**20)
+    add_rest_routes(app, engines, blocks, max_upload_bytes=2 * 2**20)
     return await aiohttp_client(app)
 
 
@@ -177,7 +195,9 @@ async def test_busy_translator_is_503(
 ) -> None:
     full = SeamlessTranslator(seamless_translator.engine, max_waiting=0)
     app = web.Application()
-    add_rest_routes(app, Engines(full, engines.synthesizer, written=engines.written))
+    busy = Engines(full, engines.synthesizer, written=engines.written)
+    blocks = blocks_around(busy)
+    add_rest_routes(app, busy, blocks)
     client = await aiohttp_client(app)
     try:
         response = await client.post(
@@ -185,6 +205,7 @@ async def test_busy_translator_is_503(
         )
         assert await error_of(response, 503) == "busy"
     finally:
+        await blocks.close()
         full.close()
 
 
@@ -319,6 +340,33 @@ async def test_streamed_upload_over_the_limit_is_413(client: Client) -> None:
     assert await error_of(response, 413) == "too_large"
 
 
+@pytest.mark.parametrize(
+    ("path", "fields"), [("/transcribe", {}), ("/transcribe-translate", {"target_lang": "spa"})]
+)
+async def test_uploads_go_through_the_rooms_batcher(
+    client: Client, blocks: PipelineEngines, two_sentences_wav: bytes,
+    path: str, fields: dict[str, str],
+) -> None:
+    """Once the rooms' batcher is closed (shutdown), an upload no longer reaches the model."""
+    await blocks.translate.close()
+    response = await client.post(path, data=form(two_sentences_wav, language="eng", **fields))
+    assert await error_of(response, 503) == "shutting_down"
+
+
+async def test_a_full_batcher_is_503_busy(
+    aiohttp_client: MakeClient, engines: Engines, two_sentences_wav: bytes
+) -> None:
+    blocks = PipelineEngines(engines.translator, engines.synthesizer, max_pending=1)
+    app = web.Application()
+    add_rest_routes(app, engines, blocks)
+    client = await aiohttp_client(app)
+    try:
+        response = await client.post("/transcribe", data=form(two_sentences_wav, language="eng"))
+        assert await error_of(response, 503) == "busy"
+    finally:
+        await blocks.close()
+
+
 # /speak
 
 
@@ -344,6 +392,54 @@ async def test_speak_with_seamless_for_a_language_kokoro_lacks(client: Client) -
     assert response.status == 200 and response.content_type == "audio/wav"
     audio, rate = read_wav(await response.read())
     assert rate == 16_000 and len(audio) > 0
+
+
+async def until(condition: Callable[[], bool], *also_done: asyncio.Future[Any]) -> None:
+    """Returns once `condition` holds, or once any of `also_done` finished first."""
+    # A polled count: the slots have no event to wait on.
+    while not condition() and not any(f.done() for f in also_done):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("lang", "text"), [("eng", "Hello there."), ("pol", "Dzień dobry.")])
+async def test_speak_waits_for_a_slot_the_rooms_hold(
+    aiohttp_client: MakeClient, engines: Engines, lang: str, text: str
+) -> None:
+    """REST speech and the rooms' speech share the bounded slots, Kokoro's and
+    SeamlessM4T's vocoder alike: with the one slot held by a room, /speak queues."""
+    blocks = blocks_around(engines, speech_slots=1)
+    app = web.Application()
+    add_rest_routes(app, engines, blocks)
+    client = await aiohttp_client(app)
+    room_voicing = asyncio.Event()
+    release_room = asyncio.Event()
+
+    async def cast_voice(speaker: str, lang: str, audio: Any) -> str:
+        room_voicing.set()
+        await release_room.wait()  # the room holds its slot meanwhile
+        return "af_heart"
+
+    utterance = Utterance(np.zeros(16_000, np.float32), 0.0, 1.0, source_id="room-speaker")
+    room_chunks: list[Any] = []
+    room = asyncio.create_task(
+        blocks.speak(utterance, "eng", "Good morning.", cast_voice, room_chunks.append)
+    )
+    try:
+        await room_voicing.wait()
+        request = asyncio.ensure_future(client.post("/speak", json={"text": text, "lang": lang}))
+        await asyncio.wait_for(until(lambda: blocks.speak.waiting == 1, request), timeout=120)
+        assert not request.done(), "/speak was answered while every speech slot was taken"
+        release_room.set()
+        await room
+        response = await request
+        assert response.status == 200 and room_chunks
+        audio, _ = read_wav(await response.read())
+        assert np.max(np.abs(audio)) > 0.01
+        assert blocks.speak.waiting == 0
+    finally:
+        release_room.set()
+        await asyncio.gather(room, return_exceptions=True)
+        await blocks.close()
 
 
 def test_languages_report_what_the_engines_do(engines: Engines) -> None:
