@@ -12,9 +12,14 @@ import pytest
 
 from ai.engines import SpeechResult
 from ai.pipeline import PipelineEngines, RoomPipeline, order_key
+from ai.speakers import SpeakerRegistry
 from ai.utterance import PIPELINE_RATE, Audio, Stage, Utterance
 from media.frames import FRAME_SAMPLES, MIX_RATE
-from media.playout import TranslationPlayout
+from media.mixer import RoomMixer
+from signaling.captions import Announcer
+from signaling.metrics import Metrics
+from signaling.room_sink import RoomSink
+from signaling.rooms import Room as SignalingRoom
 
 KOKORO = frozenset({"eng", "spa"})
 """What the test synthesizer speaks; "deu" goes to the translator's vocoder, "afr" is text only."""
@@ -394,36 +399,44 @@ async def test_a_leaving_speaker_is_cancelled_everywhere_and_nothing_leaks(
     assert other_tasks() == before
 
 
-class PlayoutSink(Sink):
-    """How a room wires the pipeline to per-language playouts (see ai/pipeline.py)."""
+class RoomWiredSink(Sink):
+    """Records events, and passes each on to the room's real sink (signaling/room_sink.py)."""
 
-    def __init__(self, langs: Sequence[str]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.playouts = {lang: TranslationPlayout(lang) for lang in langs}
+        mixer = RoomMixer()
+        announcer = Announcer(SignalingRoom("room", mixer), SpeakerRegistry())
+        self.room = RoomSink(mixer, announcer, Metrics())
 
     def on_dispatch(self, utterance: Utterance, targets: Sequence[str], order_key: float) -> None:
         super().on_dispatch(utterance, targets, order_key)
-        for lang in targets:
-            self.playouts[lang].reserve(utterance.id, utterance.source_id, order_key)
+        self.room.on_dispatch(utterance, targets, order_key)
+
+    def on_caption(self, utterance: Utterance, lang: str, text: str, final: bool) -> None:
+        super().on_caption(utterance, lang, text, final)
+        self.room.on_caption(utterance, lang, text, final)
 
     def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
         super().on_speech(utterance, lang, chunk)
-        self.playouts[lang].feed(utterance.id, chunk)
+        self.room.on_speech(utterance, lang, chunk)
 
     def on_speech_end(self, utterance: Utterance, lang: str) -> None:
         super().on_speech_end(utterance, lang)
-        self.playouts[lang].finish(utterance.id)
+        self.room.on_speech_end(utterance, lang)
 
     def on_error(self, utterance: Utterance, message: str, lang: str | None) -> None:
         super().on_error(utterance, message, lang)
-        for playout in self.playouts.values() if lang is None else [self.playouts[lang]]:
-            playout.cancel(utterance.id)
+        self.room.on_error(utterance, message, lang)
+
+    def on_finished(self, utterance: Utterance) -> None:
+        super().on_finished(utterance)
+        self.room.on_finished(utterance)
 
 
 async def test_speech_plays_in_the_order_utterances_ended_even_if_voiced_out_of_order(
     engines: PipelineEngines,
 ) -> None:
-    sink = PlayoutSink(["spa"])
+    sink = RoomWiredSink()
     pipeline = RoomPipeline(engines, Identifier(), lambda: {"eng", "spa"}, cast_voice, sink)
     earlier = Utterance(speech(), 0.0, 1.0, source_id="alice", source_lang="eng")
     later = Utterance(speech(), 0.5, 1.5, source_id="bob", source_lang="eng")
@@ -436,7 +449,7 @@ async def test_speech_plays_in_the_order_utterances_ended_even_if_voiced_out_of_
     assert order_key(earlier) < order_key(later)
 
     origins = []
-    while (frame := sink.playouts["spa"].pull()) is not None:
+    while (frame := sink.room.playouts["spa"].pull()) is not None:
         origins.append(frame.origin)
     assert origins == ["alice", "alice", "bob", "bob"]
 

@@ -165,16 +165,41 @@ def test_past_six_seconds_of_waiting_the_oldest_utterances_are_dropped_and_repor
     assert [f.origin for f in drain(playout)][-1] == "d"
 
 
-def test_latency_stays_bounded_however_much_audio_arrives() -> None:
-    playout = TranslationPlayout("spa")
+def test_no_translation_waits_longer_than_drop_past_however_much_audio_arrives() -> None:
+    frames_per_second = MIX_RATE // FRAME_SAMPLES
+    pulls = 0
+    fed_at: dict[str, int] = {}
+    started_at: dict[str, int] = {}
+    dropped: list[str] = []
+
+    def started(uid: str) -> None:
+        started_at[uid] = pulls
+
+    playout = TranslationPlayout(
+        "spa",
+        on_started=started,
+        on_dropped=dropped.append,
+        drop_past=3.0,
+    )
+    # A second of translation arrives every 0.2 s of playback: five times too much.
     for key in range(40):
-        playout.reserve(f"u{key}", "a", float(key))
-        playout.feed(f"u{key}", tone(1.0))
-        playout.finish(f"u{key}")
+        uid = f"u{key}"
+        playout.reserve(uid, "a", float(key))
+        playout.feed(uid, tone(1.0))
+        playout.finish(uid)
+        fed_at[uid] = pulls
         for _ in range(10):
             playout.pull()
-            assert playout.wait_seconds <= 6.0
-    assert playout.dropped > 0
+            pulls += 1
+    while len(playout):
+        playout.pull()
+        pulls += 1
+
+    assert dropped, "the backlog was never bounded"
+    assert set(started_at) | set(dropped) == set(fed_at)
+    assert "u39" in started_at and "u39" not in dropped  # the newest is heard
+    waits = {uid: started_at[uid] - fed_at[uid] for uid in started_at}
+    assert max(waits.values()) <= 3.0 * frames_per_second, waits
 
 
 def test_discard_origin_forgets_a_leaver_and_fades_out_what_was_being_heard() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import numpy as np
 import pytest
 
@@ -9,7 +12,7 @@ from ai.casting import FEMALE_FROM_HZ, VoiceCasting, estimate_pitch
 from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES
 from ai.models import TestAssets
 from ai.resample import SPEECH_RATE, to_speech_rate
-from ai.tts import KokoroTTS, split_for_speech
+from ai.tts import FIRST_PIECE, LATER_PIECE, KokoroTTS, split_for_speech
 from ai.utterance import PIPELINE_RATE
 from tests.fixtures.kokoro import WhisperOracle, error_rate, words
 from tests.fixtures.speech import espeak
@@ -78,14 +81,36 @@ async def test_stream_yields_a_chunk_per_sentence_in_order(
     assert len(chunks[0]) == len(alone) + pause
 
 
-async def test_closing_a_stream_early_stops_it(kokoro_tts: KokoroTTS) -> None:
+async def test_closing_a_stream_early_cancels_the_piece_queued_ahead(
+    kokoro_tts: KokoroTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spoken: list[str] = []
+    worker_free = threading.Event()
+    real_speak = kokoro_tts._speak
+
+    def speak(piece: str, lang: str, voice: str, pause: float) -> np.ndarray:
+        if not spoken:
+            # Keeps the worker busy after the first piece, so the piece made ahead is
+            # still queued (not yet running) when the stream is closed.
+            kokoro_tts._worker.submit(FIRST_PIECE, worker_free.wait, 30)
+        spoken.append(piece)
+        return real_speak(piece, lang, voice, pause)
+
+    monkeypatch.setattr(kokoro_tts, "_speak", speak)
     stream = kokoro_tts.stream("One. Two. Three. Four. Five.", "eng", "af_heart")
-    first = await anext(stream)
-    await stream.aclose()
+    try:
+        first = await anext(stream)
+        await stream.aclose()
+    finally:
+        worker_free.set()
+    # Queued after the piece made ahead, at its priority: it runs after it, if that runs.
+    await asyncio.wrap_future(kokoro_tts._worker.submit(LATER_PIECE, lambda: None))
 
     assert len(first) > 0
+    assert spoken == ["One."]
     # The engine is free for the next request.
-    assert len(kokoro_tts.synthesize("Six.", "eng", "af_heart")) > 0
+    after = [chunk async for chunk in kokoro_tts.stream("Six.", "eng", "af_heart")]
+    assert len(after) == 1 and len(after[0]) > 0
 
 
 def test_japanese_goes_through_misaki(kokoro_tts: KokoroTTS, whisper: WhisperOracle) -> None:
