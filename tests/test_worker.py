@@ -37,9 +37,10 @@ def test_errors_reach_the_caller_and_cancelled_or_shut_down_jobs_never_run() -> 
     cancelled = worker.submit(0, ran.append, "cancelled")
     dropped = worker.submit(0, ran.append, "dropped at shutdown")
     assert cancelled.cancel()
-    worker.shutdown()
+    worker.shutdown(wait=False)  # waiting here would wait on the blocked job
     gate.set()
     assert blocker.result(timeout=10) is True
+    worker.shutdown()  # now returns: the running job ended and its thread with it
     assert dropped.cancelled() and ran == []
     with pytest.raises(RuntimeError, match="shut down"):
         worker.submit(0, ran.append, "too late")
