@@ -1,4 +1,4 @@
-"""Kokoro-82M text to speech through kokoro-onnx, streamed sentence by sentence.
+"""Kokoro-82M text to speech through kokoro-onnx, streamed piece by piece.
 
 espeak-ng (bundled with kokoro-onnx) turns most languages into phonemes;
 Japanese and Chinese go through misaki's G2P instead, which espeak garbles.
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,10 @@ __all__ = ["KOKORO_LANGUAGES", "KokoroSettings", "KokoroTTS", "split_for_speech"
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])")
-_CLAUSE_END = re.compile(r"(?<=[,;:])\s+|(?<=[，、；：])")
+_BREAK = re.compile(r"(?<=[，、；：])\s*|\s+")
+_CLAUSE_MARK = re.compile(r"[,;:，、；：]$")
+_SHORT_WORD = 3
+"""Letters in the longest word counted as a function word (the, of, at, de, la, une)."""
 _SPEAKABLE = re.compile(r"\w")
 _PITCH_MARKS = frozenset("_-^j")
 FIRST_PIECE, LATER_PIECE = 0, 1
@@ -47,11 +50,13 @@ class KokoroSettings:
     """ONNX Runtime intra-op threads; 0 lets it use every core."""
     speed: float = 1.0
     sentence_pause: float = 0.2
-    """Silence after each streamed sentence but the last."""
-    first_chunk_chars: int = 60
-    """A first sentence longer than this is cut at its first clause, for earlier audio."""
+    """Silence after each streamed piece (a sentence or a part of one) but the last."""
+    first_chunk_chars: int = 25
+    """The first piece's most characters: about four words, for early first audio."""
+    chunk_growth: float = 2.0
+    """Each next piece at most this many times the one before, so it is ready in time."""
     max_chunk_chars: int = 200
-    """Longer sentences are cut at clause marks, so no chunk keeps listeners waiting long."""
+    """No piece longer, so no chunk keeps listeners waiting long."""
     ja_dictionary: Path | None = None
     """OpenJTalk dictionary folder; None uses pyopenjtalk's own (downloaded on first use)."""
     british_english: bool = False
@@ -94,7 +99,7 @@ class KokoroTTS:
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     async def stream(self, text: str, lang: str, voice: str) -> AsyncGenerator[Audio, None]:
-        """48 kHz chunks, one per sentence; the next is synthesized while this one plays.
+        """48 kHz chunks, one per piece; the next is synthesized while this one plays.
 
         At most one chunk is made ahead. Closing the iterator early cancels the
         chunk not yet started; one already on the worker finishes and is dropped.
@@ -136,7 +141,7 @@ class KokoroTTS:
         if voice not in self._kokoro.voices:
             raise ValueError(f"unknown Kokoro voice {voice!r}")
         s = self.settings
-        pieces = split_for_speech(text, s.max_chunk_chars, s.first_chunk_chars)
+        pieces = split_for_speech(text, s.max_chunk_chars, s.first_chunk_chars, s.chunk_growth)
         return [(p, s.sentence_pause if i < len(pieces) - 1 else 0.0) for i, p in enumerate(pieces)]
 
     def _speak(self, piece: str, lang: str, voice: str, pause: float) -> Audio:
@@ -184,50 +189,68 @@ class KokoroTTS:
         raise ValueError(f"no misaki G2P wired for {kokoro_lang!r}")
 
 
-def split_for_speech(text: str, max_chars: int = 200, first_chars: int = 60) -> list[str]:
-    """Sentences, with overlong ones (and a long first one) cut at clause marks, and a
-    clause still too long cut between words.
+def split_for_speech(
+    text: str, max_chars: int = 200, first_chars: int = 25, growth: float = 2.0
+) -> list[str]:
+    """Sentences, cut into pieces that start short and grow: the first piece at most
+    `first_chars` long, each next one at most `growth` times the one before (never over
+    `max_chars`). Cuts fall at clause marks, else where a phrase starts; where none comes
+    within that length, at the first up to twice it, rather than inside a phrase.
 
-    The first piece's length sets when the first audio comes, so a long run of words
-    without a comma is better cut mid-sentence than voiced whole.
-    Pieces without a letter or digit are dropped: there is nothing to say.
+    Kokoro's time grows with the audio it makes, so the first piece's length sets when
+    the first audio comes; growing pieces let each be synthesized while the one before
+    plays (see `bench/tts_first_piece.py`). Pieces without a letter or digit are
+    dropped: there is nothing to say.
     """
     sentences = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
     pieces: list[str] = []
-    for i, sentence in enumerate(sentences):
-        limit = first_chars if i == 0 else max_chars
-        if len(sentence) <= limit:
-            pieces.append(sentence)
+    limit: float = first_chars
+    for sentence in sentences:
+        rest = sentence
+        while rest:
+            piece, rest = (rest, "") if len(rest) <= limit else _cut(
+                rest, limit, min(max_chars, 2 * limit)
+            )
+            if _SPEAKABLE.search(piece):
+                pieces.append(piece)
+                limit = min(max_chars, max(first_chars, growth * len(piece)))
+    return pieces
+
+
+def _cut(text: str, limit: float, most: float) -> tuple[str, str]:
+    """Cut `text` at its best break: the latest clause mark within `limit` characters,
+    else the latest phrase start ("the station | at three": a short word after a long
+    one), else the first of either up to `most`, else the latest space within `limit`.
+    In spaced text neither side is a lone word. Without any break: the whole text."""
+    spaced = " " in text
+    breaks: list[tuple[int, int, int, int]] = []  # (kind, head length, cut from, cut to)
+    for found in _BREAK.finditer(text):
+        head, tail = text[: found.start()].rstrip(), text[found.end() :]
+        if not tail or (spaced and (len(head.split()) < 2 or len(tail.split()) < 2)):
             continue
-        for clause in _clauses(sentence, limit):
-            pieces.extend(_words(clause, limit) if len(clause) > limit else [clause])
-    return [p for p in pieces if _SPEAKABLE.search(p)]
+        kind = 2 if _CLAUSE_MARK.search(head) else int(_phrase_starts(head, tail))
+        breaks.append((kind, len(head), found.start(), found.end()))
+    natural = [b for b in breaks if b[0] and b[1] <= most]
+    within = [b for b in breaks if b[1] <= limit]
+    chosen = (
+        max([b for b in natural if b[1] <= limit], default=None)
+        or (natural[0] if natural else None)
+        or (within[-1] if within else None)
+        or (breaks[0] if breaks else None)
+    )
+    if chosen is None:
+        return text, ""
+    return text[: chosen[2]].rstrip(), text[chosen[3] :]
 
 
-def _words(clause: str, limit: int) -> Iterator[str]:
-    """Greedy: join words while the piece stays within `limit` (unspaced text stays whole)."""
-    current = ""
-    for word in clause.split():
-        if current and len(current) + 1 + len(word) > limit:
-            yield current
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    if current:
-        yield current
+def _phrase_starts(head: str, tail: str) -> bool:
+    """Function words (articles, prepositions, pronouns) are short and open a phrase."""
+    last, following = head.split()[-1], tail.split()[0]
+    return len(_letters(last)) > _SHORT_WORD >= len(_letters(following))
 
 
-def _clauses(sentence: str, limit: int) -> Iterator[str]:
-    """Greedy: join clauses while the piece stays within `limit`."""
-    current = ""
-    for clause in (c.strip() for c in _CLAUSE_END.split(sentence)):
-        if current and len(current) + 1 + len(clause) > limit:
-            yield current
-            current = clause
-        else:
-            current = f"{current} {clause}" if current and not _is_cjk(clause) else current + clause
-    if current:
-        yield current
+def _letters(word: str) -> str:
+    return "".join(c for c in word if c.isalnum())
 
 
 def _is_cjk(text: str) -> bool:

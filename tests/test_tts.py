@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 import numpy as np
@@ -222,7 +223,7 @@ def test_a_speaker_without_clear_pitch_still_gets_an_unused_voice() -> None:
 # --- Text splitting and resampling ---------------------------------------------------------
 
 
-def test_text_is_cut_into_sentences_and_long_ones_into_clauses_then_words() -> None:
+def test_text_is_cut_into_sentences_and_long_ones_into_clauses_then_phrases() -> None:
     english = split_for_speech("Hi there. How are you? Fine!")
     assert english == ["Hi there.", "How are you?", "Fine!"]
     chinese = split_for_speech("你好。今天天气很好！我们走吧。")
@@ -234,9 +235,54 @@ def test_text_is_cut_into_sentences_and_long_ones_into_clauses_then_words() -> N
     assert split_for_speech(" ... ?! ") == []
     no_commas = "we will walk to the station and then take the train home before it gets dark"
     assert split_for_speech(no_commas, first_chars=40) == [
-        "we will walk to the station and then", "take the train home before it gets dark"
+        "we will walk to the station", "and then take the train home before it gets dark"
     ]
     assert split_for_speech("茶" * 80, first_chars=40) == ["茶" * 80]
+
+
+def test_the_first_piece_of_a_short_sentence_is_a_few_words_cut_where_a_phrase_starts() -> None:
+    # 55 characters: spoken whole before, so Kokoro took the whole sentence's time.
+    assert split_for_speech("The train leaves the station at three in the afternoon.") == [
+        "The train leaves", "the station at three", "in the afternoon."
+    ]
+    assert split_for_speech(
+        "Good morning everyone, today we are going to talk about the new project."
+    ) == ["Good morning everyone,", "today we are going to talk about", "the new project."]
+    assert split_for_speech(
+        "Mañana por la mañana vamos a visitar el museo de arte con nuestros amigos."
+    )[0] == "Mañana por la mañana vamos"
+
+
+def test_pieces_grow_so_each_is_ready_while_the_one_before_plays() -> None:
+    text = ("Tomorrow morning the whole team will travel to the coast by train and we will "
+            "stay in a small hotel near the harbour for the rest of the week.")
+    pieces = split_for_speech(text, first_chars=25, growth=2.0)
+
+    assert pieces == [
+        "Tomorrow morning", "the whole team will travel", "to the coast by train and we will stay",
+        "in a small hotel near the harbour for the rest of the week.",
+    ]
+    for before, after in itertools.pairwise(pieces):
+        assert len(after) <= 2 * len(before), (before, after)
+    # Growing three times per piece needs fewer cuts.
+    assert len(split_for_speech(text, first_chars=25, growth=3.0)) < len(pieces)
+
+
+def test_a_cut_leaves_no_lone_word_and_does_not_break_a_number() -> None:
+    for text in ("So we will meet at the station.", "Yes we can.", "Well, that is fine by me."):
+        for piece in split_for_speech(text, first_chars=8):
+            assert len(piece.split()) >= 2, (text, piece)
+    assert split_for_speech("So we need 3,000 people for the event.", first_chars=10) == [
+        "So we need", "3,000 people", "for the event."
+    ]
+
+
+def test_the_engine_cuts_by_its_settings(kokoro_tts: KokoroTTS) -> None:
+    plan = kokoro_tts._plan("The train leaves the station at three in the afternoon.",
+                            "eng", "af_heart")
+    pause = kokoro_tts.settings.sentence_pause
+    assert plan == [("The train leaves", pause), ("the station at three", pause),
+                    ("in the afternoon.", 0.0)]
 
 
 def test_every_rate_is_brought_to_48k_without_moving_pitch() -> None:
