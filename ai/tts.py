@@ -208,8 +208,9 @@ def split_for_speech(
     for sentence in sentences:
         rest = sentence
         while rest:
+            shortest = first_chars if pieces else 0  # only the first piece may be short
             piece, rest = (rest, "") if len(rest) <= limit else _cut(
-                rest, limit, min(max_chars, 2 * limit)
+                rest, limit, min(max_chars, 2 * limit), shortest, first_chars
             )
             if _SPEAKABLE.search(piece):
                 pieces.append(piece)
@@ -217,27 +218,33 @@ def split_for_speech(
     return pieces
 
 
-def _cut(text: str, limit: float, most: float) -> tuple[str, str]:
+def _cut(
+    text: str, limit: float, most: float, shortest_head: int, shortest_tail: int
+) -> tuple[str, str]:
     """Cut `text` at its best break: the latest clause mark within `limit` characters,
     else the latest phrase start ("the station | at three": a short word after a long
-    one), else the first of either up to `most`, else the latest space within `limit`.
-    In spaced text neither side is a lone word. Without any break: the whole text."""
+    one), else the first of either up to `most`; a text no longer than `most` without
+    one stays whole, a longer one is cut at the latest space within `limit`.
+
+    Kokoro says a short piece badly ("de la tarde." alone came out as "de la charde"),
+    so each side keeps its shortest length, and in spaced text is never a lone word."""
     spaced = " " in text
     breaks: list[tuple[int, int, int, int]] = []  # (kind, head length, cut from, cut to)
     for found in _BREAK.finditer(text):
         head, tail = text[: found.start()].rstrip(), text[found.end() :]
-        if not tail or (spaced and (len(head.split()) < 2 or len(tail.split()) < 2)):
+        if len(head) < shortest_head or len(tail) < max(1, shortest_tail):
+            continue
+        if spaced and (len(head.split()) < 2 or len(tail.split()) < 2):
             continue
         kind = 2 if _CLAUSE_MARK.search(head) else int(_phrase_starts(head, tail))
         breaks.append((kind, len(head), found.start(), found.end()))
     natural = [b for b in breaks if b[0] and b[1] <= most]
     within = [b for b in breaks if b[1] <= limit]
-    chosen = (
-        max([b for b in natural if b[1] <= limit], default=None)
-        or (natural[0] if natural else None)
-        or (within[-1] if within else None)
-        or (breaks[0] if breaks else None)
+    chosen = max([b for b in natural if b[1] <= limit], default=None) or (
+        natural[0] if natural else None
     )
+    if chosen is None and len(text) > most:
+        chosen = within[-1] if within else (breaks[0] if breaks else None)
     if chosen is None:
         return text, ""
     return text[: chosen[2]].rstrip(), text[chosen[3] :]
