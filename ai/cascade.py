@@ -22,6 +22,7 @@ sentence Whisper finds clearly English is heard as English.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +52,29 @@ WHISPER_MAX_TOKENS = 440
 """Whisper's decoder holds 448 positions, four of which the prompt takes."""
 
 WHISPER_FRAMES = 3000
-"""Whisper's encoder always reads 30 s of 10 ms frames; shorter audio is padded."""
+"""Whisper's encoder reads at most 30 s of 10 ms frames."""
+
+FRAMES_PER_SECOND = 100
+
+WINDOW_MARGIN_S = 1.0
+"""Silence after the speech in the encoder's window, which is cut to whole seconds.
+
+Whisper pads every clip to 30 s, but CTranslate2's encoder takes a shorter window,
+and its cost grows faster than the window (attention): a 3.9 s utterance took 0.33-0.47 s
+to encode in a 5 s window against 7.0 s in 30 s (whisper-base int8, 2 busy cores), with
+the same Spanish words and English content (`bench/whisper_window.py`)."""
 
 EnglishBy = Literal["whisper", "mt"]
 
 
 def token_budget(samples: int) -> int:
     return int(TOKENS_PER_SECOND * samples / PIPELINE_RATE) + 10
+
+
+def window_frames(samples: int) -> int:
+    """Mel frames in the encoder's window for a clip: whole seconds with a margin."""
+    seconds = math.ceil(samples / PIPELINE_RATE + WINDOW_MARGIN_S)
+    return min(WHISPER_FRAMES, seconds * FRAMES_PER_SECOND)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -117,11 +134,14 @@ class WhisperEars:
             raise ValueError(f"the Whisper tokenizer lacks {text}")
         return int(token)
 
-    def encode(self, audios: Sequence[Audio]) -> np.ndarray:
-        """The encoder's output for each clip, on the CPU: [batch, frames, width]."""
-        mels = np.zeros((len(audios), self.model.n_mels, WHISPER_FRAMES), np.float32)
+    def encode(self, audios: Sequence[Audio], frames: int | None = None) -> np.ndarray:
+        """The encoder's output for each clip, on the CPU: [batch, frames / 2, width].
+
+        The window holds `frames` mel frames; None fits it to the longest clip."""
+        frames = frames or max(window_frames(len(audio)) for audio in audios)
+        mels = np.zeros((len(audios), self.model.n_mels, frames), np.float32)
         for row, audio in enumerate(audios):
-            mel = self.features(audio, padding=0)[:, :WHISPER_FRAMES]
+            mel = self.features(audio, padding=0)[:, :frames]
             mels[row, :, : mel.shape[1]] = mel
         encoded = self.model.encode(ctranslate2.StorageView.from_array(mels), to_cpu=True)
         return np.array(encoded, copy=True)  # a view would outlive the StorageView's memory

@@ -6,6 +6,7 @@ for it only the mechanics are checked: one call per batch, a string per target.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ai.cascade import PRIOR_WEIGHT, Cascade
+from ai.cascade import FRAMES_PER_SECOND, PRIOR_WEIGHT, WINDOW_MARGIN_S, Cascade
 from ai.translator import CascadeTranslator, TranslationError, UnknownLanguage
-from ai.utterance import Audio
+from ai.utterance import PIPELINE_RATE, Audio
 from tests.fixtures.cascade import ENGLISH_CONTENT, content_words
 from tests.fixtures.kokoro import words
 
@@ -67,6 +68,19 @@ async def test_spanish_speech_is_heard_as_spanish_and_written_in_english_and_fre
         # Tiny random NLLB: mechanics only, its words mean nothing.
         assert isinstance(result.translations["fra"], str) and result.translations["fra"]
         assert set(result.translations) == {"eng", "fra", "deu"}
+
+
+def test_the_encoder_window_fits_the_longest_utterance_not_30_seconds(
+    cascade_translator: CascadeTranslator, spanish_speech: list[Audio]
+) -> None:
+    clip = spanish_speech[0]
+    seconds = math.ceil(len(clip) / PIPELINE_RATE + WINDOW_MARGIN_S)
+
+    encoded = cascade_translator.engine.ears.encode([clip, clip[:PIPELINE_RATE]])
+
+    # The encoder halves the mel frames; 30 s would give 1500 rows.
+    assert encoded.shape[:2] == (2, seconds * FRAMES_PER_SECOND // 2)
+    assert seconds < 10
 
 
 async def test_a_pinned_language_skips_detection_and_its_own_target_is_the_transcript(
