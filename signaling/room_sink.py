@@ -72,10 +72,17 @@ class RoomSink:
             self.awaiting[utterance.id] = AwaitedPlayout(utterance, set(targets))
 
     def on_caption(self, utterance: Utterance, lang: str, text: str, final: bool) -> None:
-        # The partial source transcript goes to everyone; finals to that language's listeners.
-        self._announcer.caption(utterance, lang, text, final, to=lang if final else None)
-        if not final:
-            self._heard(utterance)
+        if final:
+            self._announcer.caption(utterance, lang, text, True, to=lang)
+            return
+        # The source transcript, while the translations are spoken: to everyone who will get
+        # a final caption of it (its targets and the spoken language), so that nobody who
+        # joined after it was dispatched is left with a partial caption that never ends.
+        awaiting = self.awaiting.get(utterance.id)
+        self._announcer.caption(
+            utterance, lang, text, False, to={lang} | (awaiting.langs if awaiting else set())
+        )
+        self._heard(utterance)
 
     def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
         self.playout(lang).feed(utterance.id, chunk)

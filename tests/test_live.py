@@ -353,6 +353,34 @@ async def test_the_original_voice_follows_the_language_detected_not_the_one_decl
     assert next(p for p in roster["participants"] if p["id"] == alice.id)["speaks"] == "spa"
 
 
+async def test_who_joins_while_an_utterance_is_translated_gets_no_caption_of_it(
+    scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
+) -> None:
+    """Captions of an utterance go to the languages it was dispatched to: a listener who
+    arrives later would otherwise keep its partial caption ("translating…") for good."""
+    translator = ScriptedTranslator(lines=("Hola a todos.",), hold=asyncio.Event())
+    server, _ = await scripted_server(translator)
+    alice, bruno, carol = [await peer_factory(server) for _ in range(3)]
+    speech = compose([0.3, "Good morning everyone.", 1.0], rate=MIX_RATE)
+    await alice.join("late", "Alice", "eng")
+    await bruno.join("late", "Bruno", "spa")
+    await alice.connect(speech.audio)
+    await bruno.connect()
+    await everyone_connected(alice, bruno)
+    alice.mic.play()
+    await translator.wait_for(1)  # dispatched to English and Spanish, held in the translator
+
+    await carol.join("late", "Carol", "fra")
+    assert translator.hold is not None
+    translator.hold.set()
+    partial = await next_message(bruno, lambda m: m["type"] == "caption" and not m["final"])
+    final = await next_message(bruno, final_caption("spa"))
+    assert partial["utterance"] == final["utterance"] and final["text"] == "Hola a todos."
+    await carol.send({"type": "no_such_message"})  # answered after anything sent before it
+    while (message := await carol.receive())["type"] != "error":
+        assert message["type"] != "caption", message
+
+
 async def test_set_mix_and_rename_speaker_are_validated(
     live_server: TestServer, peer_factory: PeerFactory
 ) -> None:
