@@ -94,8 +94,12 @@ class KokoroTTS:
         return (table.female + table.male)[0]
 
     def synthesize(self, text: str, lang: str, voice: str) -> Audio:
-        """Blocking: the whole text at 48 kHz (for warm-up, tests and benches)."""
-        pieces = [self._speak(p, lang, voice, pause) for p, pause in self._plan(text, lang, voice)]
+        """Blocking: the whole text at 48 kHz (for warm-up, tests and benches).
+
+        Nobody waits here for a first piece, so sentences are not cut short: a test
+        speaker's pause mid-sentence would let the VAD cut the utterance there."""
+        plan = self._plan(text, lang, voice, self.settings.max_chunk_chars)
+        pieces = [self._speak(p, lang, voice, pause) for p, pause in plan]
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     async def stream(self, text: str, lang: str, voice: str) -> AsyncGenerator[Audio, None]:
@@ -135,13 +139,16 @@ class KokoroTTS:
             raise ValueError(f"Kokoro does not speak {lang!r} here")
         return table
 
-    def _plan(self, text: str, lang: str, voice: str) -> list[tuple[str, float]]:
+    def _plan(self, text: str, lang: str, voice: str, first_chars: int | None = None
+              ) -> list[tuple[str, float]]:
         """Validate, then cut the text into (piece, pause after) in speaking order."""
         self._table(lang)
         if voice not in self._kokoro.voices:
             raise ValueError(f"unknown Kokoro voice {voice!r}")
         s = self.settings
-        pieces = split_for_speech(text, s.max_chunk_chars, s.first_chunk_chars, s.chunk_growth)
+        pieces = split_for_speech(
+            text, s.max_chunk_chars, first_chars or s.first_chunk_chars, s.chunk_growth
+        )
         return [(p, s.sentence_pause if i < len(pieces) - 1 else 0.0) for i, p in enumerate(pieces)]
 
     def _speak(self, piece: str, lang: str, voice: str, pause: float) -> Audio:

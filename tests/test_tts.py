@@ -293,6 +293,10 @@ def test_the_engine_cuts_by_its_settings(kokoro_tts: KokoroTTS) -> None:
                             "eng", "af_heart")
     pause = kokoro_tts.settings.sentence_pause
     assert plan == [("The train leaves", pause), ("the station at three in the afternoon.", 0.0)]
+    # Nobody waits for `synthesize`'s first audio: it speaks each sentence whole.
+    whole = kokoro_tts._plan("The train leaves the station at three in the afternoon.",
+                             "eng", "af_heart", kokoro_tts.settings.max_chunk_chars)
+    assert whole == [("The train leaves the station at three in the afternoon.", 0.0)]
 
 
 def test_every_rate_is_brought_to_48k_without_moving_pitch() -> None:
