@@ -23,7 +23,12 @@ from aiohttp import web
 from ai.models import ENGINES, MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
 from signaling.languages import table_languages, untranslated_languages
-from signaling.tls import self_signed_certificate, server_ssl_context
+from signaling.tls import (
+    HANDSHAKE_TIMEOUT_SECONDS,
+    TLSSite,
+    self_signed_certificate,
+    server_ssl_context,
+)
 from signaling.web import ServerSettings, create_app
 
 ENV_PREFIX = "BABBLEFISH_"
@@ -59,6 +64,8 @@ class Settings(ServerSettings):
     idle_timeout: float = 15.0
     """Seconds a connection may stay open without a complete request (a TLS connection
     that never sends one, a slowloris trickling its headers) or idle between requests."""
+    tls_handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+    """Seconds a connection may take to finish its TLS handshake."""
 
     def model_settings(self) -> ModelSettings:
         paths = {spec.key: getattr(self, _model_dest(spec)) for spec in MODEL_SPECS}
@@ -187,6 +194,9 @@ FLAGS: list[Flag] = [
     Flag("--idle-timeout", "idle_timeout",
          "seconds a connection may stay open without a complete HTTP request",
          _seconds, metavar="SECONDS"),
+    Flag("--tls-handshake-timeout", "tls_handshake_timeout",
+         "seconds a connection may take to finish its TLS handshake", _seconds,
+         metavar="SECONDS"),
     Flag("--rest-concurrency", "rest_concurrency",
          "REST requests served at once; more get 503", _positive, metavar="N"),
     Flag("--max-upload-bytes", "max_upload_bytes", "largest REST request body", _positive,
@@ -322,7 +332,13 @@ async def serve(settings: Settings, app: web.Application, ssl_context: ssl.SSLCo
     runner = web.AppRunner(app, shutdown_timeout=5.0, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context).start()
+        site: web.BaseSite
+        if ssl_context is None:
+            site = web.TCPSite(runner, settings.host, settings.port)
+        else:
+            site = TLSSite(runner, settings.host, settings.port, ssl_context,
+                           settings.tls_handshake_timeout)
+        await site.start()
         print(f"BabbleFish is listening: open {_page_url(settings)}{note}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
