@@ -250,6 +250,7 @@ async def health(request: web.Request) -> web.Response:
             "sockets": len(signaling.sessions),
             "peer_connections": len(signaling.peers),
             "tasks": len(asyncio.all_tasks()),
+            "mixers": rooms.mixer_totals(),
         }
     )
 
