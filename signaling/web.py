@@ -21,6 +21,7 @@ from signaling.handlers import core_messages
 from signaling.http_log import quiet_malformed_requests
 from signaling.invite import add_invite_routes
 from signaling.languages import LanguageSource, table_languages
+from signaling.memory import TRIM_INTERVAL_SECONDS, trim_memory_periodically
 from signaling.messages import ErrorCode, MessageRegistry
 from signaling.rooms import RESUME_GRACE_SECONDS, Rooms
 from signaling.session import Session, SessionLimits, Signaling
@@ -71,6 +72,8 @@ class ServerSettings:
     """REST requests served at once; more get 503 `busy`. They share the engines with
     live rooms, so a few at a time keep the rooms' latency."""
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    memory_trim_interval: float = TRIM_INTERVAL_SECONDS
+    """Seconds between returns of the allocator's free memory to the system."""
 
 
 SETTINGS = web.AppKey("settings", ServerSettings)
@@ -126,6 +129,7 @@ def create_app(
 
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(stop_mixing)
+    app.cleanup_ctx.append(trim_memory_periodically(settings.memory_trim_interval))
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
     app.router.add_get("/languages", list_languages)
