@@ -47,9 +47,12 @@ def trim_memory_periodically(
     interval: float = TRIM_INTERVAL_SECONDS,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp cleanup context: every `interval` seconds while the app runs,
-    `release_free_memory` on a worker thread."""
+    `release_free_memory` on a worker thread (never with `interval` 0)."""
 
     async def trimming(app: web.Application) -> AsyncIterator[None]:
+        if interval <= 0:
+            yield
+            return
         task = asyncio.create_task(_trim_every(interval), name="memory-trim")
         yield
         task.cancel()

@@ -85,7 +85,8 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
         "BABBLEFISH_JOIN_TIMEOUT": "12.5",
     }
     argv = ["--max-rooms", "7", "--max-sockets-per-address", "3", "--rest-concurrency", "2",
-            "--max-upload-bytes", "1000", "--idle-timeout", "4", "--tls-handshake-timeout", "2.5"]
+            "--max-upload-bytes", "1000", "--idle-timeout", "4", "--tls-handshake-timeout", "2.5",
+            "--memory-trim-interval", "0"]
     settings = parse_settings(argv, env)
     assert settings.access_token == "from-env"
     assert settings.allowed_origins == ["https://a.example", "https://b.example:8443", "null"]
@@ -93,7 +94,7 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
     assert settings.limits.outbox == SessionLimits().outbox  # the rest of the group stays
     assert (settings.max_rooms, settings.rest_concurrency) == (7, 2)
     assert (settings.max_upload_bytes, settings.idle_timeout) == (1000, 4.0)
-    assert settings.tls_handshake_timeout == 2.5
+    assert settings.tls_handshake_timeout == 2.5 and settings.memory_trim_interval == 0
     defaults = parse_settings([], {})
     assert defaults.access_token is None and defaults.allowed_origins == []
     assert defaults.limits == SessionLimits()
