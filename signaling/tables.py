@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from media.frames import Pcm
 from media.inbound import Chunk16k
-from media.table import AcousticTables
+from media.table import AcousticTables, TableStats
 from signaling.rooms import Participant, Room
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class RoomTables:
     def groups(self) -> list[frozenset[str]]:
         """The co-located groups of this room's present participants, two or more each."""
         return list(self._groups)
+
+    @property
+    def stats(self) -> TableStats:
+        return self._tables.stats
 
     @property
     def backlog(self) -> int:
