@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -126,6 +127,11 @@ def _grace_seconds(text: str) -> float:
     return value
 
 
+def _proxy(text: str) -> str:
+    ipaddress.ip_network(text, strict=False)  # raises ValueError unless an address/network
+    return text
+
+
 def _ice_address(text: str) -> str:
     plan_host_addresses([text])  # raises ValueError for anything but an IP address
     return text
@@ -184,6 +190,10 @@ FLAGS: list[Flag] = [
          "page origin besides the server's own that may open WebSockets, repeatable, "
          "e.g. https://meet.example.org (`null`: the page opened from a file)", _origin,
          repeatable=True, metavar="ORIGIN"),
+    Flag("--trusted-proxy", "trusted_proxies",
+         "reverse proxy (address or network, repeatable) whose X-Forwarded-For header names "
+         "the client: per-address limits and the guessing backoff then count each client on "
+         "its own, not everyone as the proxy", _proxy, repeatable=True, metavar="ADDR"),
     Flag("--max-rooms", "max_rooms", "rooms open at once on this server", _positive,
          metavar="N"),
     Flag("--max-sockets-per-address", "limits.sockets_per_address",

@@ -67,6 +67,8 @@ class ServerSettings:
     """When set, `/ws` and the REST face require it (see docs/protocol.md, Access)."""
     allowed_origins: list[str] = field(default_factory=list)
     """Page origins besides the server's own that may open WebSockets."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Reverse proxies (addresses or networks) whose X-Forwarded-For names the client."""
     max_rooms: int = 100
     rest_concurrency: int = 4
     """REST requests served at once; more get 503 `busy`. They share the engines with
@@ -90,7 +92,11 @@ def create_app(
     offer_host_addresses(settings.ice_addresses)
     quiet_malformed_requests()
     mixing = ThreadPoolExecutor(MIXER_THREADS, thread_name_prefix="mixer")
-    access = Access(settings.access_token, tuple(settings.allowed_origins))
+    access = Access(
+        settings.access_token,
+        tuple(settings.allowed_origins),
+        trusted_proxies=tuple(settings.trusted_proxies),
+    )
     app = web.Application(
         middlewares=[
             access.rest_middleware(),
@@ -160,7 +166,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         max_msg_size=4 * signaling.limits.max_message_bytes,
     )
     await ws.prepare(request)
-    address = request.remote or ""
+    address = signaling.access.client_address(request)
     limit = signaling.limits.sockets_per_address
     if signaling.sockets_from(address) >= limit:
         await ws.send_json(

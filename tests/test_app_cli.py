@@ -86,7 +86,8 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
     }
     argv = ["--max-rooms", "7", "--max-sockets-per-address", "3", "--rest-concurrency", "2",
             "--max-upload-bytes", "1000", "--idle-timeout", "4", "--tls-handshake-timeout", "2.5",
-            "--memory-trim-interval", "0"]
+            "--memory-trim-interval", "0", "--trusted-proxy", "10.0.0.0/8",
+            "--trusted-proxy", "192.0.2.1"]
     settings = parse_settings(argv, env)
     assert settings.access_token == "from-env"
     assert settings.allowed_origins == ["https://a.example", "https://b.example:8443", "null"]
@@ -95,6 +96,7 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
     assert (settings.max_rooms, settings.rest_concurrency) == (7, 2)
     assert (settings.max_upload_bytes, settings.idle_timeout) == (1000, 4.0)
     assert settings.tls_handshake_timeout == 2.5 and settings.memory_trim_interval == 0
+    assert settings.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
     defaults = parse_settings([], {})
     assert defaults.access_token is None and defaults.allowed_origins == []
     assert defaults.limits == SessionLimits()
