@@ -428,7 +428,7 @@ def line(title: str, stats: dict[str, int]) -> str:
             f"  fds {stats['fds']:5d}")
 
 
-async def soak(scale: float) -> int:
+async def soak(scale: float, system_malloc: bool = False) -> int:
     offer_host_addresses(["127.0.0.1"])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -437,6 +437,7 @@ async def soak(scale: float) -> int:
         "--port", str(port), "--ice-address", "127.0.0.1", "--log-level", "ERROR",
         "--max-participants", "200", "--memory-trim-interval", str(TRIM_SECONDS),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONMALLOC": "malloc"} if system_malloc else None,
     )
     assert process.stdout is not None and process.stderr is not None
     banner = await process.stdout.readline()
@@ -538,8 +539,14 @@ async def soak(scale: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of each phase")
+    parser.add_argument(
+        "--system-malloc", action="store_true",
+        help="run the server with PYTHONMALLOC=malloc: Python's objects in glibc's heap, "
+        "whose free pages the server's memory trim returns (Python's own allocator keeps "
+        "a burst's arenas while any object in them lives)",
+    )
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(soak(0.1 if args.quick else 1.0)))
+    raise SystemExit(asyncio.run(soak(0.1 if args.quick else 1.0, args.system_malloc)))
 
 
 if __name__ == "__main__":
