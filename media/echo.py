@@ -3,18 +3,22 @@
 The server knows what it sent to every phone. Correlating a microphone with what another
 phone was sent (`media.correlation`) tells whether that loudspeaker is heard and how late
 (network both ways, the phone's playout buffer, the air: 0 to 1 s); the `Evidence`
-hysteresis of the grouping keeps the link steady. Each microphone has one canceller; its
-reference is the sum of what every loudspeaker it hears played, each lined up ahead of
-its own echo, so the canceller's cost does not grow with the loudspeakers around.
-Loudspeakers of the same table are included before their echo has been measured, at
-`NOMINAL_DELAY`, because measuring takes a couple of seconds of playback.
+hysteresis of the grouping keeps the link steady. Each microphone has one canceller per
+loudspeaker it hears, in cascade, each fed what that loudspeaker played, lined up ahead
+of its own echo. A single canceller on the sum of the references (the first design)
+had to learn afresh whenever another loudspeaker took over, and let the first second of
+each such turn through to the VAD; one translation played by two phones at once (a room
+sends it to every listener of a language together) made it worse. A canceller is made
+only once its loudspeaker has played, so a quiet table costs nothing. Loudspeakers of
+the same table are included before their echo has been measured, at `NOMINAL_DELAY`,
+because measuring takes a couple of seconds of playback.
 
-Choice of canceller: WebRTC AEC3 (PyPI `aec-audio-processing`), one per microphone on the
-summed reference. Measured with bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room,
-RT60 0.4 s: a neighbour's loudspeaker 1.2 m away plays 14 s of Spanish, then the owner
-talks over it. ERLE after 4 s; "echo VAD": utterances the project's VAD cuts from the
-echo-only output; "near kept": near speech over (residual + distortion) in double talk,
-sample by sample; "DT VAD": utterances found in double talk / with the talker alone.
+Choice of canceller: WebRTC AEC3 (PyPI `aec-audio-processing`). Measured with
+bench/echo_cancellers.py on a simulated 6 x 4 x 3 m room, RT60 0.4 s: a neighbour's
+loudspeaker 1.2 m away plays 14 s of Spanish, then the owner talks over it. ERLE after 4
+s; "echo VAD": utterances the project's VAD cuts from the echo-only output; "near kept":
+near speech over (residual + distortion) in double talk, sample by sample; "DT VAD":
+utterances found in double talk / with the talker alone.
 
     canceller                 ERLE dB  echo VAD  near kept dB  DT VAD  CPU % of a core
     none                          0.0         3           4.6     1/2             0.01
@@ -34,8 +38,8 @@ it by 7-23 dB while both play. With its reference 0-400 ms early, AEC3 still rea
 Reasons: speexdsp is linear only, and its residual echo is loud enough for the VAD to cut
 utterances from it, which is the one thing this module must prevent; it also needs
 `apt-get install libspeexdsp-dev swig` and dates from 2018. AEC3's residual suppressor
-leaves no utterance; one instance on the summed reference costs the same whatever the
-number of loudspeakers, within the 5 % per participant budget. Its cost is double talk:
+leaves no utterance. One instance costs about 1.6 % of a core, per loudspeaker heard
+(bench/colocated.py prints the table's cost per participant). Its cost is double talk:
 near speech is attenuated while a neighbour plays (the VAD still hears it, but levels
 across the table become less comparable, see bench/colocated.py).
 """
@@ -66,15 +70,16 @@ about 450 ms later than the reference (bench/echo_cancellers.py --lead), which c
 the usual 100-500 ms of network, playout buffer and air, so a phone's first translation
 is cancelled from its first second."""
 
-WARM_UP_FRAMES = 100
+WARM_UP_FRAMES = 200
 SETTLE_FRAMES = 75
-"""AEC3 leaves echo through for about its first second of playback, for a while after a
+"""AEC3 leaves echo through for about its first seconds of playback, for a while after a
 reference is moved, and for a loudspeaker not yet measured (lined up at `NOMINAL_DELAY`,
-off the others' common lead): seen on the simulated table. So a microphone's frames are
-muted during its canceller's first 2 s of playback, 1.5 s of playback after a move, and
-while a loudspeaker of its table that has not been measured yet plays: about the first
-2-3 s of each neighbour's first translation. Someone speaking over exactly those seconds
-loses them; after that, double talk passes."""
+off the others' common lead): seen on the simulated table. Two phones playing one
+translation together need longer: 2 s of muting let the onset of the second such
+translation through; 4 s did not (tests/test_table.py). So a microphone's frames are
+muted during its first 4 s of playback, 1.5 s of playback after a move, and while a
+loudspeaker of its table that has not been measured yet plays. Someone speaking over
+exactly those seconds loses them; after that, double talk passes."""
 
 PLAYED_ACTIVE_DBFS = -50.0
 """Played audio louder than this counts as the loudspeaker sounding."""
@@ -149,7 +154,9 @@ class MicEcho:
         self.paths: dict[str, EchoPath] = {}
         self._max_lag = max_lag
         self._make = make_canceller
-        self._canceller: Canceller | None = None
+        self._cancellers: dict[str, Canceller] = {}
+        """One per loudspeaker, in cascade: each keeps its own path to this microphone, so
+        none has to learn afresh when another loudspeaker starts or stops."""
         self._settling = WARM_UP_FRAMES
         """Frames of playback still to be muted while the canceller converges."""
         self.muted = False
@@ -160,13 +167,14 @@ class MicEcho:
 
     def forget(self, speaker: str) -> None:
         self.paths.pop(speaker, None)
+        self._cancellers.pop(speaker, None)
 
     def clean(
         self, start: int, frame: Pcm, speakers: dict[str, Loudspeaker], nearby: frozenset[str]
     ) -> Pcm:
         """The frame at `start` with the echo taken out of every loudspeaker that is
         linked or `nearby` (at the same table); the frame itself while there is none."""
-        reference: Pcm | None = None
+        references: dict[str, Pcm] = {}
         unmeasured_playing = False
         for speaker, loudspeaker in speakers.items():
             if speaker not in nearby and speaker not in self.paths:
@@ -184,13 +192,20 @@ class MicEcho:
                 # Its echo in this frame may be of anything played up to MAX_LEAD earlier.
                 ahead = loudspeaker.played.read(start - shift - MAX_LEAD, MAX_LEAD + FRAME)
                 unmeasured_playing |= frame_db(ahead) >= PLAYED_ACTIVE_DBFS
-            reference = played if reference is None else reference + played
-        if reference is None:
+            references[speaker] = played
+        if not references:
             return frame
-        if self._canceller is None:
-            self._canceller = self._make()
-        cleaned = self._canceller.process(frame, reference)
-        playing = frame_db(reference) >= PLAYED_ACTIVE_DBFS
+        cleaned = frame
+        playing = False
+        for speaker, reference in sorted(references.items()):
+            sounding = frame_db(reference) >= PLAYED_ACTIVE_DBFS
+            playing |= sounding
+            canceller = self._cancellers.get(speaker)
+            if canceller is None:
+                if not sounding:
+                    continue  # a loudspeaker that has never played leaves the frame alone
+                canceller = self._cancellers[speaker] = self._make()
+            cleaned = canceller.process(cleaned, reference)
         self.muted = unmeasured_playing or (playing and self._settling > 0)
         if playing and self._settling > 0:
             self._settling -= 1

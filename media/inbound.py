@@ -76,7 +76,8 @@ class InboundAudio:
     def __init__(self, participant_id: str, lang: str, jitter: JitterBuffer | None = None) -> None:
         self.participant_id = participant_id
         self.lang = lang
-        """The language this participant speaks; the room updates it on `set_lang`."""
+        """The language this participant speaks now, which their voice's frames carry: the
+        room keeps it to `Participant.speaking` (pinned, detected, or as heard)."""
         self.jitter = jitter or JitterBuffer()
         self.dropped_16k = 0
         self._subscribers: list[asyncio.Queue[Chunk16k]] = []

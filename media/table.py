@@ -21,15 +21,16 @@ Work per 20 ms is pure numpy/scipy plus the cancellers; it runs on the caller's 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from media.automix import ACTIVE_DB, AutoMixer, MicLevel, Peer, frame_db
-from media.correlation import Window, match
+from media.correlation import Match, Window, match, matches
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
 from media.frames import Pcm
@@ -287,24 +288,34 @@ class AcousticTables:
             sounding[pid] = _has_sound(clean[MAX_LAG : MAX_LAG + WINDOW])
             heard[pid] = Window(clean, MAX_LAG)
             raw[pid] = Window(person.raw.read(since, widened), MAX_LAG)
+        # A played window starts MAX_LAG before the mics' widened windows, so echoes
+        # 0 to 2 * MAX_LAG late fall within them.
+        playing: dict[str, Pcm] = {}
+        for speaker_pid, speaker in self._people.items():
+            played = speaker.speaker.played.read(since - MAX_LAG, widened)
+            if _is_playing(played[MAX_LAG : MAX_LAG + WINDOW]):
+                playing[speaker_pid] = played
+        # Sound that only one of a pair hears counts against them sharing a room, unless
+        # it may be a loudspeaker's echo: one microphone's echo is taken out better than
+        # another's, and a table whose phones play translations would drift apart.
         pids = sorted(live)
         for i, a in enumerate(pids):
             for b in pids[i + 1 :]:
                 if sounding[a] or sounding[b]:
+                    loner = a if sounding[a] else b
+                    one_sided = sounding[a] != sounding[b]
+                    echo_possible = any(pid != loner for pid in playing)
                     found = match(heard[a], heard[b])
-                    self._grouping.observe(a, b, found, against=sounding[a] != sounding[b])
-        # A played window starts MAX_LAG before the mics' widened windows, so echoes
-        # 0 to 2 * MAX_LAG late fall within them.
-        for speaker_pid, speaker in self._people.items():
-            played = speaker.speaker.played.read(since - MAX_LAG, widened)
-            if not _is_playing(played[MAX_LAG : MAX_LAG + WINDOW]):
-                continue
-            reference = Window(played, MAX_LAG)
+                    self._grouping.observe(a, b, found, against=one_sided and not echo_possible)
+        for sharing in _same_sound(playing):
+            reference = Window(playing[sharing[0]], MAX_LAG)
             for mic_pid, person in live.items():
-                if mic_pid == speaker_pid:
-                    continue
                 assert person.echo is not None
-                person.echo.path(speaker_pid).evidence.observe(match(reference, raw[mic_pid]))
+                speakers = [pid for pid in sharing if pid != mic_pid]
+                if speakers:
+                    copies = matches(reference, raw[mic_pid], len(speakers))
+                    for pid, one in _assign(person.echo, speakers, copies):
+                        person.echo.path(pid).evidence.observe(one)
         self.stats.echo_paths = sum(
             1 for p in self._people.values() if p.echo is not None
             for path in p.echo.paths.values() if path.delay is not None
@@ -314,6 +325,46 @@ class AcousticTables:
         self._groups = self._grouping.groups()
         self.stats.groups = len(self._groups)
         self.stats.grouped_participants = sum(len(g) for g in self._groups)
+
+
+SAME_SOUND = 0.98
+"""Played windows this alike (normalised correlation) carry the same mix."""
+
+
+def _same_sound(playing: dict[str, Pcm]) -> list[list[str]]:
+    """Loudspeakers grouped by what they play: a room sends one translation to every
+    listener of a language at once, so phones of one language play the same sound."""
+    groups: list[list[str]] = []
+    for pid, samples in playing.items():
+        for group in groups:
+            other = playing[group[0]]
+            norm = float(np.sqrt(np.dot(samples, samples) * np.dot(other, other))) or 1.0
+            if float(np.dot(samples, other)) / norm >= SAME_SOUND:
+                group.append(pid)
+                break
+        else:
+            groups.append([pid])
+    return groups
+
+
+def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tuple[str, Match]]:
+    """Pairs loudspeakers playing one sound with the copies of it a microphone hears.
+
+    Correlation alone cannot tell which copy is whose; any pairing cancels the same sum,
+    so the one closest to the lags already tracked keeps the references still.
+    """
+    if len(speakers) == 1:
+        return [(speakers[0], found[0])]
+
+    def cost(order: Sequence[Match]) -> int:
+        total = 0
+        for pid, one in zip(speakers, order, strict=True):
+            tracked = echo.path(pid).evidence.lag
+            total += 0 if tracked is None else abs(one.lag - tracked)
+        return total
+
+    best = min(itertools.islice(itertools.permutations(found), 24), key=cost)
+    return list(zip(speakers, best, strict=True))
 
 
 def _frame_levels(samples: Pcm) -> np.ndarray:

@@ -6,7 +6,7 @@ This module only formats and sends; it decides nothing about who hears what.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ai.speakers import Speaker, SpeakerRegistry
@@ -24,10 +24,12 @@ class Announcer:
         self._room = room
         self._registry = registry
 
-    def send(self, lang: str | None, message: dict[str, Any]) -> None:
-        """To every participant who listens in `lang`, or to everyone if None."""
+    def send(self, lang: str | Collection[str] | None, message: dict[str, Any]) -> None:
+        """To every participant who listens in `lang` (or in one of several), or to
+        everyone if None."""
+        langs = None if lang is None else {lang} if isinstance(lang, str) else set(lang)
         for participant in list(self._room.participants.values()):
-            if lang is None or participant.lang == lang:
+            if langs is None or participant.lang in langs:
                 participant.send(message)
 
     def caption(
@@ -37,7 +39,7 @@ class Announcer:
         text: str,
         final: bool,
         *,
-        to: str | None,
+        to: str | Collection[str] | None,
         **extra: Any,
     ) -> None:
         """A `caption` of `utterance` in `lang`, to the listeners of `to` (None: everyone)."""

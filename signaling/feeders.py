@@ -40,9 +40,9 @@ class Feeders:
     Each feeder reads its participant's 16 kHz queue, passes each chunk through `clean`
     (the room's acoustic tables) when given, cuts utterances with the VAD and hands each to
     `submit`, tagged with the language the participant speaks then: the one they pinned,
-    or none (the translator detects it) with their listening language as the declared one
-    that detection favours. A feeder that dies is logged with its error; nothing else
-    stops it but `stop`/`close`.
+    or none (the translator detects it) with the language they were last heard speaking
+    (at first, the one they listen in) as the declared one that detection favours. A
+    feeder that dies is logged with its error; nothing else stops it but `stop`/`close`.
     """
 
     def __init__(
@@ -110,7 +110,7 @@ class Feeders:
     def _hand_on(self, participant: Participant, utterances: list[Utterance]) -> None:
         for utterance in utterances:
             utterance.source_lang = participant.speaks
-            utterance.declared_lang = participant.lang
+            utterance.declared_lang = participant.speaking
             self._on_segmented()
             self._submit(utterance)
 

@@ -199,15 +199,15 @@ async def set_spoken_lang(session: Session, message: Message) -> None:
     participant = session.participant
     assert participant is not None  # requires_join
     lang = message["lang"]
-    if lang == AUTO:
-        participant.speaks = None
-        return
-    if not any(info.code == lang and info.speech_in for info in session.server.languages()):
+    if lang != AUTO and not any(
+        info.code == lang and info.speech_in for info in session.server.languages()
+    ):
         raise ProtocolError(
             ErrorCode.UNKNOWN_LANG,
             f"{lang!r} is not a language the server hears (/languages speech_in), nor auto",
         )
-    participant.speaks = lang
+    if participant.pin_spoken(None if lang == AUTO else lang):
+        participant.room.send_roster()
 
 
 def live_messages(registry: MessageRegistry, live: LiveControls) -> None:

@@ -25,7 +25,7 @@ from ai.identify import Embed, VoiceprintIdentifier
 from ai.kokoro_voices import KOKORO_LANGUAGES
 from ai.pipeline import PipelineEngines, RoomPipeline
 from ai.speakers import SpeakerRegistry
-from ai.utterance import Audio
+from ai.utterance import Audio, Utterance
 from ai.vad import VadSettings
 from media.mix_policy import translated_mix
 from media.playout import TranslationPlayout
@@ -41,6 +41,12 @@ from signaling.tables import RoomTables
 __all__ = ["Embed", "LiveRoom", "LiveTranslation"]
 
 log = logging.getLogger(__name__)
+
+DETECTION_MIN_SECONDS = 1.0
+"""An utterance shorter than this ("ok", "sí") never changes the language a speaker is
+taken to speak: language identification on a word or two is a guess. One longer
+utterance detected in another language does: a speaker who switches is followed from
+their next utterance on, and one heard by the wrong ear at first is corrected at once."""
 
 
 @dataclass(eq=False)
@@ -118,7 +124,9 @@ class LiveTranslation(RoomObserver):
             registry,
             VoiceCasting(KOKORO_LANGUAGES),
             announcer,
-            RoomSink(room.mixer, announcer, self._metrics),
+            RoomSink(
+                room.mixer, announcer, self._metrics, lambda u: follow_spoken_language(room, u)
+            ),
             RoomTables(room),
         )
         identifier = VoiceprintIdentifier(
@@ -230,3 +238,18 @@ class LiveTranslation(RoomObserver):
         depth.labels("playout_seconds").set(
             sum(p.queued_seconds for live in rooms for p in live.playouts.values())
         )
+
+
+def follow_spoken_language(room: Room, utterance: Utterance) -> None:
+    """Follows the language a participant speaks from what was detected on their speech, so
+    their original voice reaches the listeners of that language (and them alone at full
+    level). The utterance itself was already mixed as the language they were taken to
+    speak while they said it; the change holds from their next utterance."""
+    participant = room.participants.get(utterance.source_id)
+    lang = utterance.source_lang
+    if participant is None or participant.speaks is not None or lang is None:
+        return  # gone, or pinned: nothing was detected
+    if utterance.duration < DETECTION_MIN_SECONDS or not (utterance.transcript or "").strip():
+        return
+    if participant.spoke(lang):
+        room.send_roster()

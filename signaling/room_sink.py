@@ -7,7 +7,7 @@ It also follows each utterance until its translation starts playing in every lan
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ai.utterance import Audio, Stage, Utterance
@@ -27,12 +27,20 @@ class AwaitedPlayout:
 
 
 class RoomSink:
-    """`PipelineSink` for one room."""
+    """`PipelineSink` for one room. `heard` is told each utterance whose spoken language
+    is known (pinned or detected), when its source transcript arrives."""
 
-    def __init__(self, mixer: RoomMixer, announcer: Announcer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        mixer: RoomMixer,
+        announcer: Announcer,
+        metrics: Metrics,
+        heard: Callable[[Utterance], None] = lambda _: None,
+    ) -> None:
         self._mixer = mixer
         self._announcer = announcer
         self._metrics = metrics
+        self._heard = heard
         self.playouts: dict[str, TranslationPlayout] = {}
         self.awaiting: dict[str, AwaitedPlayout] = {}
 
@@ -64,8 +72,17 @@ class RoomSink:
             self.awaiting[utterance.id] = AwaitedPlayout(utterance, set(targets))
 
     def on_caption(self, utterance: Utterance, lang: str, text: str, final: bool) -> None:
-        # The partial source transcript goes to everyone; finals to that language's listeners.
-        self._announcer.caption(utterance, lang, text, final, to=lang if final else None)
+        if final:
+            self._announcer.caption(utterance, lang, text, True, to=lang)
+            return
+        # The source transcript, while the translations are spoken: to everyone who will get
+        # a final caption of it (its targets and the spoken language), so that nobody who
+        # joined after it was dispatched is left with a partial caption that never ends.
+        awaiting = self.awaiting.get(utterance.id)
+        self._announcer.caption(
+            utterance, lang, text, False, to={lang} | (awaiting.langs if awaiting else set())
+        )
+        self._heard(utterance)
 
     def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
         self.playout(lang).feed(utterance.id, chunk)

@@ -50,7 +50,9 @@ class Participant:
     """Queue a server -> client message for this participant; never blocks."""
     speaks: str | None = None
     """The language they pinned as the one they speak; None: detected per utterance,
-    favouring `lang`."""
+    favouring `speaking`."""
+    detected: str | None = None
+    """The language their latest confidently detected utterance was in (see `spoke`)."""
     audio: InboundAudio = field(init=False)
     listener: Listener = field(init=False)
     resume_token: str = field(init=False, default="")
@@ -60,9 +62,41 @@ class Participant:
     """What was sent to the participant while they were reconnecting."""
 
     def __post_init__(self) -> None:
-        self.audio = InboundAudio(self.id, self.lang)
+        self.audio = InboundAudio(self.id, self.speaking)
         self.listener = Listener(self.id, self.lang)
         self.held = deque(maxlen=HELD_MESSAGES)
+
+    @property
+    def speaking(self) -> str:
+        """The language they speak now: pinned, else last detected, else the one they hear.
+
+        Their voice is mixed as this language: listeners of it hear them in the original,
+        the others through a translation (`media.mix_policy`)."""
+        return self.speaks or self.detected or self.lang
+
+    @property
+    def speaking_from(self) -> str:
+        """Why `speaking` is what it is: "pinned", "detected", or "assumed" (as heard)."""
+        if self.speaks is not None:
+            return "pinned"
+        return "detected" if self.detected is not None else "assumed"
+
+    def pin_spoken(self, lang: str | None) -> bool:
+        """Pins the language they speak (None: detect it again); True if the roster changed."""
+        before = self.speaking, self.speaking_from
+        self.speaks = lang
+        return self._follow_speaking(before)
+
+    def spoke(self, lang: str) -> bool:
+        """One of their utterances was confidently detected in `lang`: from now on they are
+        taken to speak it. True if the roster changed."""
+        before = self.speaking, self.speaking_from
+        self.detected = lang
+        return self._follow_speaking(before)
+
+    def _follow_speaking(self, before: tuple[str, str]) -> bool:
+        self.audio.lang = self.speaking
+        return (self.speaking, self.speaking_from) != before
 
     def describe(self) -> dict[str, Any]:
         """A roster entry; `table` lists who shares this participant's table, if anyone."""
@@ -70,6 +104,8 @@ class Participant:
             "id": self.id,
             "name": self.name,
             "lang": self.lang,
+            "speaks": self.speaking,
+            "speaks_from": self.speaking_from,
             "status": "reconnecting" if self.reconnecting else "connected",
         }
         if self.listener.mix.table:
@@ -106,7 +142,8 @@ class RoomObserver:
         """The participant's media is released; their 16 kHz queues get nothing more."""
 
     def language_changed(self, room: Room, participant: Participant, previous: str) -> None:
-        """The participant now hears (and is taken to speak) `participant.lang`."""
+        """The participant now hears `participant.lang` (and is taken to speak it, until
+        they pin another or are heard speaking another)."""
 
 
 class RoomFull(Exception):
@@ -128,6 +165,10 @@ class Room:
 
     def roster(self) -> list[dict[str, Any]]:
         return [p.describe() for p in self.participants.values()]
+
+    def send_roster(self) -> None:
+        """The `participants` list, to everyone."""
+        self.broadcast({"type": "participants", "participants": self.roster()})
 
     def broadcast(self, message: dict[str, Any], exclude: Participant | None = None) -> None:
         for participant in list(self.participants.values()):
@@ -243,10 +284,11 @@ class Rooms:
 
     def set_lang(self, participant: Participant, lang: str) -> None:
         previous = participant.lang
-        participant.lang = participant.listener.lang = participant.audio.lang = lang
+        participant.lang = participant.listener.lang = lang
+        participant.audio.lang = participant.speaking
         room = participant.room
         self._notify("language_changed", room, participant, previous)
-        room.broadcast({"type": "participants", "participants": room.roster()})
+        room.send_roster()
 
     async def suspend(self, participant: Participant) -> None:
         """The participant's connection dropped without a `leave`: keep their place for

@@ -70,7 +70,8 @@ async def test_recoverable_errors_keep_the_socket_and_lose_nothing(
 
     joined = await peer.join("r", "Ana", "eng")
     assert joined["participants"] == [
-        {"id": peer.id, "name": "Ana", "lang": "eng", "status": "connected"}
+        {"id": peer.id, "name": "Ana", "lang": "eng", "speaks": "eng", "speaks_from": "assumed",
+         "status": "connected"}
     ]
     assert joined["ice_servers"] == []
     await peer.send({"type": "join", "room": "r2", "name": "Ana", "lang": "eng"})
@@ -96,7 +97,8 @@ async def test_recoverable_errors_keep_the_socket_and_lose_nothing(
     await third.connect()
 
     await peer.send({"type": "set_lang", "lang": "spa"})
-    ana_now = {"id": peer.id, "name": "Ana", "lang": "spa", "status": "connected"}
+    ana_now = {"id": peer.id, "name": "Ana", "lang": "spa", "speaks": "spa",
+               "speaks_from": "assumed", "status": "connected"}
     while ana_now not in (await peer.expect("participants"))["participants"]:
         pass  # earlier roster updates (Ben joining) come first
     await peer.send({"type": "leave"})

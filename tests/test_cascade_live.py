@@ -148,7 +148,7 @@ async def test_spoken_language_is_detected_favouring_the_declared_one_unless_pin
     await translator.wait_for(2)
     second = await next_message(erin, lambda m: m["type"] == "caption" and m["final"])
     assert (first["source_lang"], second["source_lang"]) == ("spa", "ita")
-    assert translator.sources == [(None, "spa"), ("ita", "spa")]
+    assert translator.sources == [(None, "spa"), ("ita", "ita")]
 
 
 async def test_languages_report_what_the_cascade_hears_writes_and_speaks(

@@ -57,11 +57,18 @@ async def test_a_feeder_submits_each_utterance_in_the_language_spoken_now(
     assert utterance.source_id == ann.id and utterance.declared_lang == "spa"
     assert utterance.source_lang is None
 
-    ann.speaks = "eng"  # pinned ("I speak: English")
+    ann.pin_spoken("eng")  # "I speak: English"
     got.clear()
     speak(ann, english_speech, at=len(english_speech.audio) / MIX_RATE)
     await until(got)
-    assert submitted[-1].source_lang == "eng" and submitted[-1].declared_lang == "spa"
+    assert submitted[-1].source_lang == "eng" and submitted[-1].declared_lang == "eng"
+
+    ann.pin_spoken(None)  # back to "detect", after she was heard speaking French
+    ann.spoke("fra")
+    got.clear()
+    speak(ann, english_speech, at=2 * len(english_speech.audio) / MIX_RATE)
+    await until(got)
+    assert submitted[-1].source_lang is None and submitted[-1].declared_lang == "fra"
 
     await feeders.stop(ann.id)
     assert list(feeders) == [] and feeders.queued == 0

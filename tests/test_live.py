@@ -285,6 +285,104 @@ async def test_a_speaker_who_leaves_mid_utterance_leaves_nothing_behind(
         assert message["type"] != "caption", "a result of hers reached Bruno after she left"
 
 
+async def test_the_original_voice_follows_the_language_detected_not_the_one_declared(
+    scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
+) -> None:
+    """Alice listens in Spanish (so she is at first taken to speak it) but speaks English.
+    Once an utterance of hers is detected as English, the room says so, English listeners
+    hear her own voice, and Spanish listeners hear only her translation."""
+    translator = ScriptedTranslator(lines=("Buenos días a todos.",), detected="eng")
+    server, live = await scripted_server(translator)
+    alice, bruno, carol = [await peer_factory(server) for _ in range(3)]
+    first = compose([0.3, "Good morning everyone, thank you for coming.", 1.0], rate=MIX_RATE)
+    second = compose(
+        [0.3, "The quick brown fox jumps over the lazy dog near the river bank.", 1.0],
+        rate=MIX_RATE,
+    )
+    joined = await alice.join("switch", "Alice", "spa")
+    mine = next(p for p in joined["participants"] if p["id"] == alice.id)
+    assert (mine["speaks"], mine["speaks_from"]) == ("spa", "assumed")
+    await bruno.join("switch", "Bruno", "spa")
+    await carol.join("switch", "Carol", "eng")
+    for listener in (bruno, carol):  # only same-language voices and translations
+        await listener.send({"type": "set_mix", "original": 0})
+    await alice.connect(first.audio)
+    await bruno.connect()
+    await carol.connect()
+    tap = TranslationTap(live, "switch", ("spa",))
+    await everyone_connected(alice, bruno, carol)
+    alice.mic.play()
+
+    def alice_detected(message: Message) -> bool:
+        entries = message.get("participants", []) if message["type"] == "participants" else []
+        return any(p["id"] == alice.id and p["speaks_from"] == "detected" for p in entries)
+
+    roster = await next_message(carol, alice_detected)
+    entry = next(p for p in roster["participants"] if p["id"] == alice.id)
+    assert (entry["lang"], entry["speaks"]) == ("spa", "eng")
+    caption = await next_message(carol, final_caption("eng"))
+    assert caption["source_lang"] == "eng" and caption["text"] == "segment 0"  # no translation
+    await tap.played_out()  # Bruno's Spanish translation of it is over
+
+    starts = {peer: peer.recorder.mark() for peer in (bruno, carol)}
+    alice.mic.say(second.audio)
+    await carol.recorder.wait_for(
+        starts[carol] + len(second.audio) + 2 * MIX_RATE - carol.recorder.samples
+    )
+    # Most of her voice (a loaded machine's mixer may skip a late tick or two), in time;
+    # without the feature Carol hears none of it.
+    heard_by_carol = carol.recorder.audio(starts[carol])
+    spoken_frames = int(np.sum(envelope(second.audio) > LOUD))
+    heard_frames = int(np.sum(envelope(heard_by_carol) > LOUD))
+    assert heard_frames >= 0.5 * spoken_frames, (heard_frames, spoken_frames)
+    assert aligned_correlation(second.audio, heard_by_carol) > 0.4
+    # From where she starts (the last of her first translation's decoder tail is before)
+    # until her translation can begin: nothing of her English voice.
+    voiced_start, voiced_end = (int(t * MIX_RATE) for t in second.voiced[0])
+    heard_by_bruno = bruno.recorder.audio(starts[bruno])[voiced_start:voiced_end]
+    loud = np.nonzero(np.abs(heard_by_bruno) > 1e-3)[0]
+    assert not len(loud), f"Bruno heard sound at {loud[:5] / MIX_RATE} s into her sentence"
+    caption = await next_message(bruno, final_caption("spa"))
+    assert caption["text"] == "Buenos días a todos." and caption["source_lang"] == "eng"
+    assert translator.sources[1] == (None, "eng")  # detection now favours English
+
+    await alice.send({"type": "set_spoken_lang", "lang": "spa"})  # "I speak: Spanish"
+    roster = await next_message(
+        carol, lambda m: m["type"] == "participants" and any(
+            p["id"] == alice.id and p["speaks_from"] == "pinned" for p in m["participants"]
+        ),
+    )
+    assert next(p for p in roster["participants"] if p["id"] == alice.id)["speaks"] == "spa"
+
+
+async def test_who_joins_while_an_utterance_is_translated_gets_no_caption_of_it(
+    scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
+) -> None:
+    """Captions of an utterance go to the languages it was dispatched to: a listener who
+    arrives later would otherwise keep its partial caption ("translating…") for good."""
+    translator = ScriptedTranslator(lines=("Hola a todos.",), hold=asyncio.Event())
+    server, _ = await scripted_server(translator)
+    alice, bruno, carol = [await peer_factory(server) for _ in range(3)]
+    speech = compose([0.3, "Good morning everyone.", 1.0], rate=MIX_RATE)
+    await alice.join("late", "Alice", "eng")
+    await bruno.join("late", "Bruno", "spa")
+    await alice.connect(speech.audio)
+    await bruno.connect()
+    await everyone_connected(alice, bruno)
+    alice.mic.play()
+    await translator.wait_for(1)  # dispatched to English and Spanish, held in the translator
+
+    await carol.join("late", "Carol", "fra")
+    assert translator.hold is not None
+    translator.hold.set()
+    partial = await next_message(bruno, lambda m: m["type"] == "caption" and not m["final"])
+    final = await next_message(bruno, final_caption("spa"))
+    assert partial["utterance"] == final["utterance"] and final["text"] == "Hola a todos."
+    await carol.send({"type": "no_such_message"})  # answered after anything sent before it
+    while (message := await carol.receive())["type"] != "error":
+        assert message["type"] != "caption", message
+
+
 async def test_set_mix_and_rename_speaker_are_validated(
     live_server: TestServer, peer_factory: PeerFactory
 ) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 
+from ai.utterance import PIPELINE_RATE, Utterance
+from signaling.live import follow_spoken_language
 from signaling.rooms import Participant, Room, RoomFull, RoomObserver, Rooms
 
 
@@ -239,3 +242,34 @@ async def test_a_rejoin_while_the_last_leave_stops_the_room_keeps_the_new_room(
     assert ben.room is not ana.room
     assert rooms.get("r1") is ben.room
     assert by_id.open == {"r1": ben.room}
+
+
+async def test_the_spoken_language_follows_confident_detections_unless_pinned(
+    rooms: Rooms,
+) -> None:
+    inbox = Inbox()
+    ana = rooms.join("r1", "Ana", "spa", inbox)
+
+    def detected(lang: str, seconds: float, transcript: str = "words") -> Utterance:
+        utterance = Utterance(np.zeros(int(seconds * PIPELINE_RATE), np.float32), 0.0, seconds)
+        utterance.source_id, utterance.source_lang = ana.id, lang
+        utterance.transcript = transcript
+        return utterance
+
+    def speaks() -> tuple[str, str, str]:
+        (entry,) = [m for m in inbox.messages if m["type"] == "participants"][-1]["participants"]
+        return entry["speaks"], entry["speaks_from"], ana.audio.lang
+
+    follow_spoken_language(ana.room, detected("eng", 0.6))  # "okay": too short to tell
+    follow_spoken_language(ana.room, detected("eng", 2.0, transcript=" "))  # heard nothing
+    assert ana.speaking == ana.audio.lang == "spa" and not inbox.messages
+    follow_spoken_language(ana.room, detected("eng", 2.0))
+    assert speaks() == ("eng", "detected", "eng")
+    rooms.set_lang(ana, "fra")  # what she hears changes, not what she speaks
+    assert speaks() == ("eng", "detected", "eng")
+
+    ana.pin_spoken("deu")
+    follow_spoken_language(ana.room, detected("ita", 2.0))  # pinned: no detection counts
+    assert ana.speaking == ana.audio.lang == "deu"
+    ana.pin_spoken(None)
+    assert ana.speaking == ana.audio.lang == "eng"

@@ -205,13 +205,6 @@ def test_played_translations_never_reach_the_vad(playback: dict[str, object]) ->
     assert sim.tables.stats.echo_paths >= 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known broken (2026-12-01), issue 8: both English phones play the same"
-    " translation at once, as a room sends it; the neighbour's microphone hears two"
-    " copies 56 ms apart, each echo path is measured at the louder copy's delay, and"
-    " echo reaches the VAD (6 of 6 playbacks) while p0 drops out of the table",
-)
 def test_one_translation_played_by_several_phones_at_once_never_reaches_the_vad() -> None:
     """What a real room does: p1 speaks Spanish-bound English, so both English phones
     (p0 and p2) play the same English translation at the same moment; then the Spanish
