@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -23,7 +24,12 @@ from aiohttp import web
 from ai.models import ENGINES, MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
 from signaling.languages import table_languages, untranslated_languages
-from signaling.tls import self_signed_certificate, server_ssl_context
+from signaling.tls import (
+    HANDSHAKE_TIMEOUT_SECONDS,
+    TLSSite,
+    self_signed_certificate,
+    server_ssl_context,
+)
 from signaling.web import ServerSettings, create_app
 
 ENV_PREFIX = "BABBLEFISH_"
@@ -59,6 +65,8 @@ class Settings(ServerSettings):
     idle_timeout: float = 15.0
     """Seconds a connection may stay open without a complete request (a TLS connection
     that never sends one, a slowloris trickling its headers) or idle between requests."""
+    tls_handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS
+    """Seconds a connection may take to finish its TLS handshake."""
 
     def model_settings(self) -> ModelSettings:
         paths = {spec.key: getattr(self, _model_dest(spec)) for spec in MODEL_SPECS}
@@ -119,6 +127,11 @@ def _grace_seconds(text: str) -> float:
     return value
 
 
+def _proxy(text: str) -> str:
+    ipaddress.ip_network(text, strict=False)  # raises ValueError unless an address/network
+    return text
+
+
 def _ice_address(text: str) -> str:
     plan_host_addresses([text])  # raises ValueError for anything but an IP address
     return text
@@ -177,6 +190,10 @@ FLAGS: list[Flag] = [
          "page origin besides the server's own that may open WebSockets, repeatable, "
          "e.g. https://meet.example.org (`null`: the page opened from a file)", _origin,
          repeatable=True, metavar="ORIGIN"),
+    Flag("--trusted-proxy", "trusted_proxies",
+         "reverse proxy (address or network, repeatable) whose X-Forwarded-For header names "
+         "the client: per-address limits and the guessing backoff then count each client on "
+         "its own, not everyone as the proxy", _proxy, repeatable=True, metavar="ADDR"),
     Flag("--max-rooms", "max_rooms", "rooms open at once on this server", _positive,
          metavar="N"),
     Flag("--max-sockets-per-address", "limits.sockets_per_address",
@@ -187,10 +204,17 @@ FLAGS: list[Flag] = [
     Flag("--idle-timeout", "idle_timeout",
          "seconds a connection may stay open without a complete HTTP request",
          _seconds, metavar="SECONDS"),
+    Flag("--tls-handshake-timeout", "tls_handshake_timeout",
+         "seconds a connection may take to finish its TLS handshake", _seconds,
+         metavar="SECONDS"),
     Flag("--rest-concurrency", "rest_concurrency",
          "REST requests served at once; more get 503", _positive, metavar="N"),
     Flag("--max-upload-bytes", "max_upload_bytes", "largest REST request body", _positive,
          metavar="BYTES"),
+    Flag("--memory-trim-interval", "memory_trim_interval",
+         "seconds between returns of freed memory to the system (glibc's malloc_trim, "
+         "on a worker thread), so a burst's high-water mark is not kept; 0: never",
+         _grace_seconds, metavar="SECONDS"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     Flag("--no-translation", "no_translation",
          "run rooms without the AI engines: people hear only same-language voices",
@@ -322,7 +346,13 @@ async def serve(settings: Settings, app: web.Application, ssl_context: ssl.SSLCo
     runner = web.AppRunner(app, shutdown_timeout=5.0, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context).start()
+        site: web.BaseSite
+        if ssl_context is None:
+            site = web.TCPSite(runner, settings.host, settings.port)
+        else:
+            site = TLSSite(runner, settings.host, settings.port, ssl_context,
+                           settings.tls_handshake_timeout)
+        await site.start()
         print(f"BabbleFish is listening: open {_page_url(settings)}{note}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -12,7 +12,10 @@ in count and time:
 - cycles: join -> offer/answer -> ICE connected -> leave with aiortc, half of them abrupt
   (socket dropped without `leave`, peer connection left to time out on the server).
 - idle: 1,000 WebSockets from 127.0.0.1 that never send anything, held, then closed.
-- storm: clients rejoining one room back to back (plain rejoins: a new socket each time).
+- storm: 20 people in one room with media, all cut off at once (socket and peer connection
+  dropped without a word), 15 times; each comes back as the page does: backoff, a new
+  socket sending `resume` with its last token, a fresh offer; each must come back as
+  the same participant.
 
 Contract: every `error` code the server sends must be one docs/protocol.md documents, and
 every close code one it names. Leaks: the server's own /health counts (sockets, rooms,
@@ -33,6 +36,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,9 @@ from tests.fixtures.webrtc import SpeechTrack
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "protocol.md"
 PHASE_TIMEOUT = 240.0
+TRIM_SECONDS = 5.0
+"""The server's --memory-trim-interval here (60 s by default): RSS is read after one has
+passed, so each figure is what the server keeps, not a burst's passing high-water mark."""
 
 NAMES = [
     "می\u200cخواهم",  # Persian with a ZWNJ
@@ -76,6 +83,8 @@ class Tally:
     closes: Counter[int] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
+    done: Counter[str] = field(default_factory=Counter)
+    """What went as it should, where a phase counts it (e.g. resumes)."""
 
     def check(self, codes: set[str], closes: set[int]) -> None:
         for code in self.errors:
@@ -120,7 +129,7 @@ async def drain(ws: aiohttp.ClientWebSocketResponse, tally: Tally, idle: float =
             return
 
 
-def hostile_batch(rng: random.Random, offer: str) -> list[str | bytes]:
+def hostile_batch(rng: random.Random, offer: str) -> Sequence[str | bytes]:
     """About 20 frames of one kind of abuse, for one socket."""
     kind = rng.choice(["json", "fields", "names", "sdp", "oversize", "flood", "binary"])
     if kind == "json":
@@ -168,7 +177,7 @@ async def hostile(session: aiohttp.ClientSession, base: str, count: int, tally: 
     offer = await real_offer()
     semaphore = asyncio.Semaphore(20)
 
-    async def one(frames: list[str | bytes]) -> None:
+    async def one(frames: Sequence[str | bytes]) -> None:
         async with semaphore:
             try:
                 ws = await session.ws_connect(f"{base}/ws", max_msg_size=0)
@@ -197,10 +206,25 @@ async def hostile(session: aiohttp.ClientSession, base: str, count: int, tally: 
     await asyncio.gather(*(one(frames) for frames in batches))
 
 
-async def cycle(session: aiohttp.ClientSession, base: str, index: int, tally: Tally) -> None:
-    ws = await session.ws_connect(f"{base}/ws")
-    await ws.send_json({"type": "join", "room": f"cycle{index % 7}", "name": f"c{index}",
-                        "lang": "eng"})
+async def next_message(
+    ws: aiohttp.ClientWebSocketResponse, kinds: tuple[str, ...], tally: Tally
+) -> dict[str, Any]:
+    """The next message of one of `kinds`, counting errors; an `error` also ends the wait."""
+    while True:
+        message = await ws.receive()
+        if message.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"socket ended: {message.type} {ws.close_code}")
+        data: dict[str, Any] = json.loads(message.data)
+        if data["type"] == "error":
+            tally.errors[data["code"]] += 1
+            return data
+        if data["type"] in kinds:
+            return data
+
+
+async def negotiate(ws: aiohttp.ClientWebSocketResponse, tally: Tally) -> RTCPeerConnection:
+    """offer -> answer -> ICE connected, with a fresh peer connection (as the page does
+    after `joined` and after `resumed`)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     connected = asyncio.Event()
 
@@ -209,33 +233,50 @@ async def cycle(session: aiohttp.ClientSession, base: str, index: int, tally: Ta
         if pc.connectionState == "connected":
             connected.set()
 
-    pc.addTransceiver(SpeechTrack(), direction="sendrecv")
-    await pc.setLocalDescription(await pc.createOffer())
-    await ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+    try:
+        pc.addTransceiver(SpeechTrack(), direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        await ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+        async with asyncio.timeout(30):
+            answer = await next_message(ws, ("answer",), tally)
+            if answer["type"] != "answer":
+                raise ConnectionError(f"offer refused: {answer.get('code')}")
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            await connected.wait()
+    except BaseException:
+        await pc.close()
+        raise
+    return pc
+
+
+def cut(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """The network vanishes under the socket: no close frame, no `leave`."""
+    ws._response.connection.transport.abort()  # type: ignore[union-attr]
+
+
+async def cycle(session: aiohttp.ClientSession, base: str, index: int, tally: Tally) -> None:
+    ws = await session.ws_connect(f"{base}/ws")
+    await ws.send_json({"type": "join", "room": f"cycle{index % 7}", "name": f"c{index}",
+                        "lang": "eng"})
+    pc: RTCPeerConnection | None = None
     try:
         async with asyncio.timeout(30):
-            while True:
-                message = await ws.receive()
-                if message.type != aiohttp.WSMsgType.TEXT:
-                    raise ConnectionError(f"socket ended: {message.type}")
-                data = json.loads(message.data)
-                if data["type"] == "error":
-                    tally.errors[data["code"]] += 1
-                if data["type"] == "answer":
-                    await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
-                    break
-            await connected.wait()
+            joined = await next_message(ws, ("joined",), tally)
+        if joined["type"] != "joined":
+            raise ConnectionError(f"join refused: {joined.get('code')}")
+        pc = await negotiate(ws, tally)
         if index % 2:
             await ws.send_json({"type": "leave"})
             await drain(ws, tally)
             await ws.close()
             await pc.close()
         else:  # abrupt: the socket vanishes, then the media
-            ws._response.connection.transport.abort()  # type: ignore[union-attr]
+            cut(ws)
             await pc.close()
     except (TimeoutError, ConnectionError) as error:
         tally.violations.append(f"cycle {index}: {error!r}")
-        await pc.close()
+        if pc is not None:
+            await pc.close()
         await ws.close()
 
 
@@ -274,23 +315,91 @@ async def idle_sockets(
     return held
 
 
+RECONNECT_WAITS = (0.5, 1.0, 2.0, 4.0)
+"""The page's backoff before each attempt (client/reconnect.js), then 4 s until 30 s."""
+GIVE_UP_SECONDS = 30.0
+
+
 async def storm(session: aiohttp.ClientSession, base: str, clients: int, rounds: int,
                 tally: Tally) -> None:
-    async def client(index: int) -> None:
-        for _ in range(rounds):
-            ws = await session.ws_connect(f"{base}/ws")
-            await ws.send_json({"type": "join", "room": "storm", "name": f"s{index}",
-                                "lang": "eng"})
-            message = await ws.receive(timeout=30)
-            data = json.loads(message.data)
-            if data.get("type") == "error":
-                tally.errors[data["code"]] += 1
-            if index % 2:
-                await ws.close()
-            else:
-                ws._response.connection.transport.abort()  # type: ignore[union-attr]
+    """`clients` people in one room, talking, whose connections all drop at once, `rounds`
+    times: each socket and peer connection is cut without a word, and each client comes
+    back as the page does (client/reconnect.js, docs/protocol.md "Reconnecting"): after
+    the backoff, a new socket sends `resume` with the last token, then a fresh offer. It
+    must come back as the same participant every time; at the end everyone leaves."""
+    rng = random.Random(7)
 
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    @dataclass
+    class Person:
+        ws: aiohttp.ClientWebSocketResponse
+        pc: RTCPeerConnection
+        id: str
+        token: str
+
+    async def enter(index: int) -> Person:
+        ws = await session.ws_connect(f"{base}/ws")
+        await ws.send_json({"type": "join", "room": "storm", "name": f"s{index}",
+                            "lang": "eng"})
+        async with asyncio.timeout(30):
+            joined = await next_message(ws, ("joined",), tally)
+        if joined["type"] != "joined":
+            await ws.close()
+            raise ConnectionError(f"join refused: {joined.get('code')}")
+        return Person(ws, await negotiate(ws, tally), joined["id"], joined["resume_token"])
+
+    async def come_back(person: Person) -> None:
+        cut(person.ws)
+        await person.pc.close()
+        deadline = time.monotonic() + GIVE_UP_SECONDS
+        for attempt in range(100):
+            wait = RECONNECT_WAITS[min(attempt, len(RECONNECT_WAITS) - 1)]
+            await asyncio.sleep(wait * rng.uniform(0.8, 1.2))
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"{person.id}: no resume within {GIVE_UP_SECONDS:g} s")
+            try:
+                ws = await session.ws_connect(f"{base}/ws")
+            except aiohttp.ClientError:
+                tally.refused["socket refused"] += 1
+                continue
+            await ws.send_json({"type": "resume", "resume_token": person.token})
+            async with asyncio.timeout(30):
+                resumed = await next_message(ws, ("resumed",), tally)
+            if resumed["type"] != "resumed":
+                await ws.close()
+                if resumed.get("code") == "retry_later":
+                    continue
+                raise ConnectionError(f"{person.id}: {resumed.get('code')}")
+            if resumed["id"] != person.id:
+                tally.violations.append(f"{person.id} resumed as {resumed['id']}")
+            person.ws, person.token = ws, resumed["resume_token"]
+            person.pc = await negotiate(ws, tally)
+            tally.done["resumed as themselves"] += resumed["id"] == person.id
+            tally.done["attempts"] += attempt + 1
+            return
+
+    def failed(outcomes: list[Any]) -> bool:
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        tally.violations.extend(f"storm: {error!r}" for error in errors)
+        return bool(errors)
+
+    entered = await asyncio.gather(*(enter(i) for i in range(clients)), return_exceptions=True)
+    people = [person for person in entered if isinstance(person, Person)]
+    try:
+        outcomes: list[Any] = list(entered)
+        for _ in range(rounds):
+            if failed(outcomes):
+                break
+            await asyncio.sleep(rng.uniform(0.2, 1.0))  # mid-meeting
+            outcomes = await asyncio.gather(*(come_back(person) for person in people),
+                                            return_exceptions=True)
+        else:
+            failed(outcomes)
+    finally:
+        for person in people:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await person.ws.send_json({"type": "leave"})
+            await person.ws.close()
+            await person.pc.close()
 
 
 def free_port() -> int:
@@ -301,7 +410,8 @@ def free_port() -> int:
 
 
 async def settle(session: aiohttp.ClientSession, base: str, idle: dict[str, Any]) -> dict[str, Any]:
-    """Waits (up to a minute) for /health to come back to its idle counts."""
+    """Waits (up to a minute) for /health to come back to its idle counts, then for the
+    server's next memory trim."""
     keys = ("sockets", "rooms", "participants", "peer_connections")
     now: dict[str, Any] = {}
     for _ in range(120):
@@ -309,6 +419,7 @@ async def settle(session: aiohttp.ClientSession, base: str, idle: dict[str, Any]
         if all(now[k] == 0 for k in keys) and now["tasks"] <= idle["tasks"]:
             break
         await asyncio.sleep(0.5)
+    await asyncio.sleep(TRIM_SECONDS + 1.0)
     return now
 
 
@@ -317,19 +428,20 @@ def line(title: str, stats: dict[str, int]) -> str:
             f"  fds {stats['fds']:5d}")
 
 
-async def soak(scale: float) -> int:
+async def soak(scale: float, system_malloc: bool = False) -> int:
     offer_host_addresses(["127.0.0.1"])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "app.py", "--no-translation", "--http", "--host", "127.0.0.1",
         "--port", str(port), "--ice-address", "127.0.0.1", "--log-level", "ERROR",
-        "--max-participants", "200",
+        "--max-participants", "200", "--memory-trim-interval", str(TRIM_SECONDS),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONMALLOC": "malloc"} if system_malloc else None,
     )
     assert process.stdout is not None and process.stderr is not None
-    started = await process.stdout.readline()
-    if b"listening" not in started:
+    banner = await process.stdout.readline()
+    if b"listening" not in banner:
         raise SystemExit(f"the server did not start: {(await process.stderr.read())[-2000:]!r}")
     errors_logged = asyncio.create_task(process.stderr.read())
     codes, closes = documented()
@@ -343,7 +455,6 @@ async def soak(scale: float) -> int:
                         storm(session, base, 4, 2, Tally())):
             await warm_up
         idle_health = await settle(session, base, {"tasks": 1_000_000})
-        await asyncio.sleep(2.0)
         before = server_stats(process.pid)
         print(f"bench.soak: server pid {process.pid}, documented error codes {sorted(codes)}, "
               f"close codes {sorted(closes)}", flush=True)
@@ -364,9 +475,10 @@ async def soak(scale: float) -> int:
             took = time.monotonic() - started
             tally.check(codes, closes)
             alive = process.returncode is None
+            done = f"done {dict(tally.done)}, " if tally.done else ""
             print(f"- {title}: {took:.1f} s, sent {tally.sent or '-'}, errors "
                   f"{dict(tally.errors.most_common())}, closes {dict(tally.closes)}, "
-                  f"refused {dict(tally.refused)}, server {'alive' if alive else 'CRASHED'}",
+                  f"refused {dict(tally.refused)}, {done}server {'alive' if alive else 'CRASHED'}",
                   flush=True)
             if alive:
                 await settle(session, base, idle_health)
@@ -394,7 +506,6 @@ async def soak(scale: float) -> int:
             failures += len(tally.violations)
 
         after_health = await settle(session, base, idle_health)
-        await asyncio.sleep(2.0)
         after = server_stats(process.pid)
         print(line("after settling", after), flush=True)
         leaks = {k: after_health[k] for k in ("sockets", "rooms", "participants",
@@ -428,8 +539,14 @@ async def soak(scale: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of each phase")
+    parser.add_argument(
+        "--system-malloc", action="store_true",
+        help="run the server with PYTHONMALLOC=malloc: Python's objects in glibc's heap, "
+        "whose free pages the server's memory trim returns (Python's own allocator keeps "
+        "a burst's arenas while any object in them lives)",
+    )
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(soak(0.1 if args.quick else 1.0)))
+    raise SystemExit(asyncio.run(soak(0.1 if args.quick else 1.0, args.system_malloc)))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ muted during its first 4 s of playback, 1.5 s of playback after a move, and whil
 loudspeaker of its table that has not been measured yet plays. Someone speaking over
 exactly those seconds loses them; after that, double talk passes."""
 
+ECHO_TAIL = RATE
+"""A loudspeaker's echo is over a second after its reference fell silent (RT60 0.4 s):
+its canceller then sits idle, so a table costs only for the loudspeakers playing."""
+
 PLAYED_ACTIVE_DBFS = -50.0
 """Played audio louder than this counts as the loudspeaker sounding."""
 
@@ -157,6 +161,8 @@ class MicEcho:
         self._cancellers: dict[str, Canceller] = {}
         """One per loudspeaker, in cascade: each keeps its own path to this microphone, so
         none has to learn afresh when another loudspeaker starts or stops."""
+        self._last_played: dict[str, int] = {}
+        """Where each loudspeaker's reference last sounded, on this microphone's timeline."""
         self._settling = WARM_UP_FRAMES
         """Frames of playback still to be muted while the canceller converges."""
         self.muted = False
@@ -168,6 +174,7 @@ class MicEcho:
     def forget(self, speaker: str) -> None:
         self.paths.pop(speaker, None)
         self._cancellers.pop(speaker, None)
+        self._last_played.pop(speaker, None)
 
     def clean(
         self, start: int, frame: Pcm, speakers: dict[str, Loudspeaker], nearby: frozenset[str]
@@ -198,12 +205,14 @@ class MicEcho:
         cleaned = frame
         playing = False
         for speaker, reference in sorted(references.items()):
-            sounding = frame_db(reference) >= PLAYED_ACTIVE_DBFS
-            playing |= sounding
+            if frame_db(reference) >= PLAYED_ACTIVE_DBFS:
+                playing = True
+                self._last_played[speaker] = start
+            last = self._last_played.get(speaker)
+            if last is None or start - last > ECHO_TAIL:
+                continue  # nothing of it can be in this frame: leave the frame alone
             canceller = self._cancellers.get(speaker)
             if canceller is None:
-                if not sounding:
-                    continue  # a loudspeaker that has never played leaves the frame alone
                 canceller = self._cancellers[speaker] = self._make()
             cleaned = canceller.process(cleaned, reference)
         self.muted = unmeasured_playing or (playing and self._settling > 0)

@@ -141,8 +141,8 @@ class AcousticTables:
         person = self._people.get(pid)
         if person is None:
             return [chunk]
-        start = person.clock.place(chunk.time, chunk.received)
         samples = np.asarray(chunk.samples, np.float32)
+        start = person.clock.place(chunk.time, chunk.received, len(samples))
         person.raw.write(start, samples)
         person.pending.append((start, chunk))
         if person.next_echo is None or start > person.next_echo + STALLED:

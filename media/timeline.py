@@ -77,14 +77,26 @@ class Timeline:
 
 class StreamClock:
     """Places one stream's chunks on the server clock: received time of the first chunk
-    plus stream time since, so network jitter does not tear the stream apart."""
+    plus stream time since, so network jitter does not tear the stream apart.
+
+    A stream never runs backwards on the server clock. When its offset jumps back (its
+    first chunk came in late, then the rest caught up; or a new peer connection restarted
+    the stream time), the chunk is placed where the last one ended: placed in the past,
+    it would be read back over audio already passed on, which the VAD would hear twice.
+    """
 
     def __init__(self) -> None:
         self._offset: int | None = None
+        self._end: int | None = None
 
-    def place(self, stream_time: float, received: float) -> int:
-        """Timeline position of a chunk's first sample."""
+    def place(self, stream_time: float, received: float, samples: int) -> int:
+        """Timeline position of the first of a chunk's `samples`."""
         offset = position(received) - position(stream_time)
         if self._offset is None or abs(offset - self._offset) > position(REANCHOR_SECONDS):
             self._offset = offset
-        return position(stream_time) + self._offset
+        start = position(stream_time) + self._offset
+        if self._end is not None and start < self._end:
+            self._offset += self._end - start
+            start = self._end
+        self._end = start + samples
+        return start

@@ -4,6 +4,7 @@ per-address backoff that slows down guessing either secret."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -61,6 +62,14 @@ class FailureBackoff:
         self._failures.pop(address, None)
 
 
+def _normalized(address: str) -> str | None:
+    """`address` as an IP address in canonical form; None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
 def _same_secret(given: object, expected: str) -> bool:
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
@@ -74,10 +83,37 @@ class Access:
         token: str | None = None,
         allowed_origins: tuple[str, ...] = (),
         backoff: FailureBackoff | None = None,
+        trusted_proxies: tuple[str, ...] = (),
     ) -> None:
         self.token = token or None
         self.allowed_origins = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
         self.backoff = backoff or FailureBackoff()
+        self.trusted_proxies = tuple(
+            ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies
+        )
+
+    def client_address(self, request: web.BaseRequest) -> str:
+        """Whose request this is, for per-address limits and the backoff: the peer's
+        address, or behind a `--trusted-proxy` the address that proxy saw, from
+        `X-Forwarded-For` (read from the right, past every trusted hop: what a client
+        writes there itself is further left and never reached)."""
+        address = request.remote or ""
+        if not self._trusted(address):
+            return address
+        hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        for hop in reversed(hops):
+            hop = hop.strip()
+            if not self._trusted(hop):
+                return _normalized(hop) or address
+            address = hop
+        return address
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
     def check_token(self, address: str, given: object) -> None:
         """Raises `unauthorized` (or `retry_later` while `address` must wait)."""
@@ -128,7 +164,7 @@ class Access:
             if self.token is None or _public(request):
                 return await handler(request)
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            address = request.remote or ""
+            address = self.client_address(request)
             try:
                 self.check_token(address, given if scheme.lower() == "bearer" else None)
             except ProtocolError as error:

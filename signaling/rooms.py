@@ -245,6 +245,17 @@ class Rooms:
         streams = sum(room.mixer.stats.encode_streams for room in self._rooms.values())
         return listeners, streams
 
+    def mixer_totals(self) -> dict[str, int]:
+        """Over every open room: mixers ticking (not asleep in a silent room), ticks run,
+        late and skipped; for /health (an idle server runs no ticks at all)."""
+        mixers = [room.mixer for room in self._rooms.values()]
+        return {
+            "ticking": sum(not mixer.sleeping for mixer in mixers),
+            "ticks": sum(mixer.stats.ticks for mixer in mixers),
+            "late_ticks": sum(mixer.stats.late_ticks for mixer in mixers),
+            "skipped_ticks": sum(mixer.stats.skipped_ticks for mixer in mixers),
+        }
+
     def add_observer(self, observer: RoomObserver) -> None:
         self._observers.append(observer)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -9,12 +10,18 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 VALID_DAYS = 825
+
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+"""How long a new connection may take to finish its TLS handshake. A browser on a slow
+phone link needs about a second; asyncio's own default, 60 s, let a client that opens
+connections and never says a word hold each one for a minute."""
 
 
 def self_signed_certificate(directory: Path, hosts: Sequence[str]) -> tuple[Path, Path]:
@@ -76,3 +83,36 @@ def _expired(cert_path: Path) -> bool:
     except ValueError:
         return True
     return certificate.not_valid_after_utc <= datetime.datetime.now(datetime.UTC)
+
+
+class TLSSite(web.BaseSite):
+    """Where the server listens over TLS: `web.TCPSite` gives asyncio no handshake
+    deadline, so this one does the same with `handshake_timeout`."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self.host, self.port, self.handshake_timeout = host, port, handshake_timeout
+
+    @property
+    def name(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        handler = self._runner.server
+        assert handler is not None  # BaseSite refuses a runner that is not set up
+        self._server = await asyncio.get_running_loop().create_server(
+            handler,
+            self.host,
+            self.port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self.handshake_timeout,
+            backlog=self._backlog,
+        )

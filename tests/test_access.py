@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from signaling.access import FREE_FAILURES, MAX_WAIT_SECONDS, FailureBackoff
 from signaling.messages import ErrorCode
+from signaling.session import SessionLimits
 from signaling.web import ServerSettings, create_app
 from tests.fixtures.server import ServerFactory, signaling_of
 from tests.fixtures.webrtc import PeerFactory, TestPeer
@@ -195,3 +196,38 @@ async def test_sockets_are_opened_only_from_allowed_origins(
         async with http.ws_connect(server.make_url("/ws"), headers=headers) as ws:
             await ws.send_json(join())
             assert (await ws.receive_json())["type"] == "joined"
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_counts_on_its_own(
+    babblefish_factory: ServerFactory,
+) -> None:
+    """The test client is the proxy (127.0.0.1); X-Forwarded-For names who it serves."""
+    one_each = SessionLimits(sockets_per_address=1)
+    proxied = await babblefish_factory(limits=one_each, trusted_proxies=["127.0.0.0/8"])
+    direct = await babblefish_factory(limits=one_each)
+    held: list[aiohttp.ClientWebSocketResponse] = []  # each socket stays open until the end
+    async with aiohttp.ClientSession() as http:
+
+        async def first_reply(server: TestServer, forwarded_for: str) -> dict[str, Any]:
+            ws = await http.ws_connect(
+                server.make_url("/ws"), headers={"X-Forwarded-For": forwarded_for}
+            )
+            held.append(ws)
+            await ws.send_json({"type": "join", "room": "r", "name": "n", "lang": "eng"})
+            reply: dict[str, Any] = await ws.receive_json(timeout=10)
+            return reply
+
+        assert (await first_reply(proxied, "203.0.113.5"))["type"] == "joined"
+        assert (await first_reply(proxied, "198.51.100.7"))["type"] == "joined"
+        # What a client writes itself comes first; the proxy appends whom it saw.
+        spoofed = await first_reply(proxied, "192.0.2.99, 203.0.113.5")
+        assert spoofed["code"] == ErrorCode.TOO_MANY_SOCKETS
+        signaling = signaling_of(proxied)
+        assert sorted(session.address for session in signaling.sessions) == [
+            "198.51.100.7", "203.0.113.5"
+        ]
+
+        # An untrusted peer's header is its own claim: it counts as its own address.
+        assert (await first_reply(direct, "203.0.113.5"))["type"] == "joined"
+        refused = await first_reply(direct, "198.51.100.7")
+        assert refused["code"] == ErrorCode.TOO_MANY_SOCKETS

@@ -85,7 +85,9 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
         "BABBLEFISH_JOIN_TIMEOUT": "12.5",
     }
     argv = ["--max-rooms", "7", "--max-sockets-per-address", "3", "--rest-concurrency", "2",
-            "--max-upload-bytes", "1000", "--idle-timeout", "4"]
+            "--max-upload-bytes", "1000", "--idle-timeout", "4", "--tls-handshake-timeout", "2.5",
+            "--memory-trim-interval", "0", "--trusted-proxy", "10.0.0.0/8",
+            "--trusted-proxy", "192.0.2.1"]
     settings = parse_settings(argv, env)
     assert settings.access_token == "from-env"
     assert settings.allowed_origins == ["https://a.example", "https://b.example:8443", "null"]
@@ -93,9 +95,12 @@ def test_access_and_limit_flags_reach_the_server_settings() -> None:
     assert settings.limits.outbox == SessionLimits().outbox  # the rest of the group stays
     assert (settings.max_rooms, settings.rest_concurrency) == (7, 2)
     assert (settings.max_upload_bytes, settings.idle_timeout) == (1000, 4.0)
+    assert settings.tls_handshake_timeout == 2.5 and settings.memory_trim_interval == 0
+    assert settings.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
     defaults = parse_settings([], {})
     assert defaults.access_token is None and defaults.allowed_origins == []
     assert defaults.limits == SessionLimits()
+    assert defaults.tls_handshake_timeout == 10.0
 
 
 @pytest.mark.parametrize(
@@ -323,6 +328,38 @@ async def test_connections_that_never_complete_a_request_are_closed(tmp_path: Pa
             trickle[1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a slowloris never ends it
             for reader, _ in (silent, trickle):
                 assert await reader.read() == b""  # the server closed it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+
+
+async def test_a_connection_that_never_finishes_its_tls_handshake_is_closed(
+    tmp_path: Path,
+) -> None:
+    """asyncio's own deadline is 60 s; the flag's (here half a second) closes it first,
+    before the idle timeout (which only starts once the handshake is done) could."""
+    port = free_port()
+    env = {"BABBLEFISH_PORT": str(port), "BABBLEFISH_DATA_DIR": str(tmp_path),
+           "BABBLEFISH_TLS_HANDSHAKE_TIMEOUT": "0.5", "BABBLEFISH_IDLE_TIMEOUT": "600"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "app.py"), "--no-translation", "--host", "127.0.0.1",
+        cwd=ROOT, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while b"listening" not in (line := await process.stdout.readline()):
+                assert line, "app.py exited before listening"
+        mute, _ = await asyncio.open_connection("127.0.0.1", port)  # TCP only, no ClientHello
+        half, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x16\x03\x01")  # the first bytes of a handshake, never the rest
+        async with asyncio.timeout(30):  # far under asyncio's 60 s
+            for reader in (mute, half):
+                assert await reader.read() == b""  # the server closed it
+        async with aiohttp.ClientSession() as session:  # a real client is served as before
+            async with session.get(f"https://127.0.0.1:{port}/health", ssl=False) as reply:
+                assert reply.status == 200
     finally:
         process.send_signal(signal.SIGTERM)
         await process.wait()

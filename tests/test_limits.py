@@ -4,11 +4,13 @@ non-readers, shutdown closes, malformed HTTP in the log."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from signaling.handlers import core_messages
@@ -33,6 +35,31 @@ async def test_sockets_per_address_are_limited(
     await eventually(lambda: len(signaling_of(server).sessions) == 1)
     fourth = await peer_factory(server)  # a freed slot is usable again
     await fourth.join("r", "Cy", "eng")
+
+
+async def test_a_socket_the_server_closed_is_released_at_once(
+    babblefish_factory: ServerFactory, peer_factory: PeerFactory
+) -> None:
+    """Nothing of a socket the server closed (refused, or after `leave`) outlives the
+    connection: no timer keeps it, so 1,000 refused sockets cost nothing once gone."""
+    server = await babblefish_factory(limits=SessionLimits(sockets_per_address=1))
+    member = await peer_factory(server)
+    await member.join("r", "Ana", "eng")
+    refused = await peer_factory(server)
+    assert await refused.closed() == (1008, ErrorCode.TOO_MANY_SOCKETS)
+    connections = server.runner.server  # type: ignore[union-attr]
+    await eventually(lambda: len(connections.connections) == 1)
+    assert live_websockets() == 1  # the member's
+
+    await member.send({"type": "leave"})
+    assert (await member.closed())[0] == 1000
+    await eventually(lambda: not connections.connections)
+    assert live_websockets() == 0
+
+
+def live_websockets() -> int:
+    gc.collect()
+    return sum(isinstance(thing, web.WebSocketResponse) for thing in gc.get_objects())
 
 
 async def test_rooms_per_server_are_limited(

@@ -218,6 +218,7 @@ async def test_http_routes(babblefish_factory: ServerFactory, tmp_path: Path) ->
             body = await health.json()
             assert body["status"] == "ok" and body["rooms"] == 0 and body["participants"] == 0
             assert body["uptime"] >= 0
+            assert body["mixers"] == {"ticking": 0, "ticks": 0, "late_ticks": 0, "skipped_ticks": 0}
         async with http.get(server.make_url("/languages")) as reply:
             assert (await reply.json())["languages"] == [info.to_json() for info in two_languages()]
 

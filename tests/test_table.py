@@ -260,3 +260,22 @@ def test_an_unknown_participant_passes_through() -> None:
     tables = AcousticTables()
     chunk = Chunk16k(np.ones(320, np.float32) * 0.1, 0.0, 1.0)
     assert tables.mic("nobody", chunk) == [chunk]
+
+
+def test_a_stream_whose_clock_jumps_back_reaches_the_vad_once_and_in_order() -> None:
+    """Its first chunk came in 1.5 s late, then the rest caught up (a loaded phone), so
+    the stream's offset to the server clock jumps back: every sample must still be
+    passed on exactly once, in order."""
+    from media.inbound import Chunk16k
+
+    tables = AcousticTables()
+    tables.add("p0")
+    sent = np.arange(320 * 400, dtype=np.float32) / (320 * 400)
+    released = []
+    for n in range(400):
+        late = 1.5 if n < 50 else 0.0
+        chunk = Chunk16k(sent[n * 320 : (n + 1) * 320], 100.0 + n * 0.02, 500.0 + n * 0.02 + late)
+        released.extend(tables.mic("p0", chunk))
+    out = np.concatenate([c.samples for c in released])
+    assert len(out) > 320 * 350
+    assert np.array_equal(out, sent[: len(out)])

@@ -1,0 +1,74 @@
+"""Giving freed memory back to the system.
+
+glibc keeps the memory a burst used (1,000 sockets at once, a storm of peer connections
+whose DTLS, SRTP and Opus state lives in C, in each receiving thread's own arena) for
+reuse, and returns only what lies at the very top of its heap. A server that rides out
+such bursts would keep its high-water mark for good; `malloc_trim` gives back every free
+page, and costs a few milliseconds, so it runs on a worker thread now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+TRIM_INTERVAL_SECONDS = 60.0
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+    except OSError:
+        return None
+    trim = getattr(libc, "malloc_trim", None)  # glibc only (not musl, not macOS)
+    if trim is None:
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Return the C allocator's free pages to the system (blocking: call it off the
+    event loop). False where the C library has no `malloc_trim`."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+def trim_memory_periodically(
+    interval: float = TRIM_INTERVAL_SECONDS,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context: every `interval` seconds while the app runs,
+    `release_free_memory` on a worker thread (never with `interval` 0)."""
+
+    async def trimming(app: web.Application) -> AsyncIterator[None]:
+        if interval <= 0:
+            yield
+            return
+        task = asyncio.create_task(_trim_every(interval), name="memory-trim")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return trimming
+
+
+async def _trim_every(interval: float) -> None:
+    if _MALLOC_TRIM is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await loop.run_in_executor(None, release_free_memory)
+        except RuntimeError:  # the executor is shutting down with the server
+            return
