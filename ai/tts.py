@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 from collections.abc import AsyncGenerator, Callable
@@ -51,9 +52,12 @@ class KokoroSettings:
     speed: float = 1.0
     sentence_pause: float = 0.2
     """Silence after each streamed piece (a sentence or a part of one) but the last."""
-    first_chunk_chars: int = 25
-    """The first piece's most characters: about four words, for early first audio."""
-    chunk_growth: float = 2.0
+    first_chunk_chars: int = 60
+    """The first piece's most characters. 25 (about four words) gives first audio at 0.4x
+    the time (bench/tts_first_piece.py), but on two loaded cores the next piece was not
+    ready in time and sentences paused 1.2-1.6 s midway; so a typical translated sentence
+    stays whole until piece sizes follow Kokoro's measured speed."""
+    chunk_growth: float = math.inf
     """Each next piece at most this many times the one before, so it is ready in time."""
     max_chunk_chars: int = 200
     """No piece longer, so no chunk keeps listeners waiting long."""

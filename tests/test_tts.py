@@ -289,10 +289,13 @@ def test_a_cut_leaves_no_lone_word_and_does_not_break_a_number() -> None:
 
 
 def test_the_engine_cuts_by_its_settings(kokoro_tts: KokoroTTS) -> None:
-    plan = kokoro_tts._plan("The train leaves the station at three in the afternoon.",
-                            "eng", "af_heart")
+    text = "The train leaves the station at three in the afternoon, and it arrives at five."
+    plan = kokoro_tts._plan(text, "eng", "af_heart")
     pause = kokoro_tts.settings.sentence_pause
-    assert plan == [("The train leaves", pause), ("the station at three in the afternoon.", 0.0)]
+    assert plan == [
+        ("The train leaves", pause),
+        ("the station at three in the afternoon, and it arrives at five.", 0.0),
+    ]
     # Nobody waits for `synthesize`'s first audio: it speaks each sentence whole.
     whole = kokoro_tts._plan("The train leaves the station at three in the afternoon.",
                              "eng", "af_heart", kokoro_tts.settings.max_chunk_chars)
