@@ -157,19 +157,24 @@ class AcousticTables:
     def _cancel_echo(self, pid: str, person: _Participant) -> None:
         assert person.echo is not None and person.next_echo is not None
         assert person.raw.end is not None
-        speakers = {other: p.speaker for other, p in self._people.items() if other != pid}
+        audible = self._audible_from(pid)
+        speakers = {other: p.speaker for other, p in self._people.items()
+                    if other != pid and other in audible}
         nearby = next((g for g in self._groups if pid in g), frozenset())
         while person.next_echo + FRAME <= person.raw.end:
             at = person.next_echo
             frame = person.raw.read(at, FRAME)
             cleaned = person.echo.clean(at, frame, speakers, nearby)
+            # The automix weighs the cancellers' output, muted or not: a talker muted
+            # while a canceller settles is still the talker, and a neighbour's microphone
+            # that hears them must not win the sentence meanwhile.
+            person.level.push(at, cleaned)
             if person.echo.muted:
                 floor = max(person.level.floor_db, QUIETEST_FLOOR_DBFS)
                 cleaned = cleaned * np.float32(min(1.0, 10 ** ((floor - frame_db(cleaned)) / 20)))
             if cleaned is not frame and echo_dominated(frame, cleaned):
                 self.stats.echo_suppressed_seconds += FRAME / RATE
             person.clean.write(at, cleaned)
-            person.level.push(at, cleaned)
             person.next_echo = at + FRAME
 
     def _gate_crosstalk(self, pid: str, person: _Participant) -> None:
@@ -311,7 +316,8 @@ class AcousticTables:
             reference = Window(playing[sharing[0]], MAX_LAG)
             for mic_pid, person in live.items():
                 assert person.echo is not None
-                speakers = [pid for pid in sharing if pid != mic_pid]
+                audible = self._audible_from(mic_pid)
+                speakers = [pid for pid in sharing if pid != mic_pid and pid in audible]
                 if speakers:
                     copies = matches(reference, raw[mic_pid], len(speakers))
                     for pid, one in _assign(person.echo, speakers, copies):
@@ -321,8 +327,22 @@ class AcousticTables:
             for path in p.echo.paths.values() if path.delay is not None
         )
 
+    def _audible_from(self, pid: str) -> frozenset[str]:
+        """The loudspeakers `pid`'s microphone may hear: its table's, once it has one.
+
+        A remote listener of the same language is sent the same translation at the same
+        moment as a phone at the table, so correlation alone cannot tell their echoes
+        apart; seen live, the remote phone took the table phone's echo path and that
+        phone's echo went through. Before a microphone is grouped, any may be heard."""
+        table = next((g for g in self._groups if pid in g), None)
+        return frozenset(self._people) if table is None else table
+
     def _refresh_groups(self) -> None:
         self._groups = self._grouping.groups()
+        for pid, person in self._people.items():
+            assert person.echo is not None
+            for away in set(person.echo.paths) - self._audible_from(pid):
+                person.echo.forget(away)
         self.stats.groups = len(self._groups)
         self.stats.grouped_participants = sum(len(g) for g in self._groups)
 
