@@ -60,8 +60,12 @@ from media.timeline import FRAME, RATE, Timeline
 
 MAX_LEAD = RATE * 350 // 1000
 TARGET_LEAD = RATE * 100 // 1000
-"""A reference may run up to `MAX_LEAD` ahead of its echo; AEC3's own delay estimator
-finds the rest (bench/echo_cancellers.py --lead)."""
+LEAD_TOLERANCE = RATE * 60 // 1000
+"""A measured echo is lined up `TARGET_LEAD` behind its reference, give or take
+`LEAD_TOLERANCE`. AEC3's own delay estimator finds echoes up to `MAX_LEAD` behind (see
+bench/echo_cancellers.py --lead), but only slowly: seen live, a reference 280 ms ahead
+let the first 300 ms of each new playback through, and with a lead of 100-200 ms a
+second playback was cancelled from its start."""
 
 NOMINAL_DELAY = RATE * 50 // 1000
 """Echo delay assumed for a loudspeaker at the table before its own has been measured:
@@ -80,6 +84,15 @@ translation through; 4 s did not (tests/test_table.py). So a microphone's frames
 muted during its first 4 s of playback, 1.5 s of playback after a move, and while a
 loudspeaker of its table that has not been measured yet plays. Someone speaking over
 exactly those seconds loses them; after that, double talk passes."""
+
+ONSET_FRAMES = 40
+ONSET_RESIDUAL_DB = 6.0
+"""A canceller that sat idle lets some of its loudspeaker's echo through when it starts
+again (seen live: 0.2-0.7 s, starting 0.1 s after the reference does, only 8-20 dB
+down, loud enough for the VAD). For `ONSET_FRAMES` after a reference starts sounding, a
+frame the cancellers took `ONSET_RESIDUAL_DB` or more out of is taken to be that
+residual and muted. Near speech over it loses less than that unless the echo is about
+as loud as the talker."""
 
 ECHO_TAIL = RATE
 """A loudspeaker's echo is over a second after its reference fell silent (RT60 0.4 s):
@@ -133,16 +146,15 @@ class EchoPath:
     def align(self, nearby: bool) -> int | None:
         """How far back to read the played audio for this microphone's frame, or None
         when the loudspeaker is not heard. Moving a reference sends AEC3 looking for the
-        delay afresh, and a measured delay can be off by the echo of another phone that
-        plays the same translation, so the reference moves only when the measured echo
-        falls outside the 0 to `MAX_LEAD` that AEC3 covers; then `TARGET_LEAD` ahead."""
+        delay afresh, so it moves only when the measured echo drifts more than
+        `LEAD_TOLERANCE` from `TARGET_LEAD` behind it."""
         measured = self.delay
         if measured is None:
             if not nearby:
                 self.shift = None
             elif self.shift is None:
                 self.shift = NOMINAL_DELAY
-        elif self.shift is None or not 0 <= measured - self.shift <= MAX_LEAD:
+        elif self.shift is None or abs(measured - self.shift - TARGET_LEAD) > LEAD_TOLERANCE:
             self.shift = max(measured - TARGET_LEAD, 0)
         return self.shift
 
@@ -166,6 +178,8 @@ class MicEcho:
         self._settling = WARM_UP_FRAMES
         """Frames of playback still to be muted while the canceller converges."""
         self.muted = False
+        self._onset = 0
+        """Frames left in which what the cancellers leave may be a restarted echo."""
         """Whether the last frame cleaned fell in the warm-up and should be muted."""
 
     def path(self, speaker: str) -> EchoPath:
@@ -201,21 +215,27 @@ class MicEcho:
                 unmeasured_playing |= frame_db(ahead) >= PLAYED_ACTIVE_DBFS
             references[speaker] = played
         if not references:
+            self.muted = False
             return frame
         cleaned = frame
         playing = False
         for speaker, reference in sorted(references.items()):
+            prior = self._last_played.get(speaker)
             if frame_db(reference) >= PLAYED_ACTIVE_DBFS:
                 playing = True
                 self._last_played[speaker] = start
             last = self._last_played.get(speaker)
             if last is None or start - last > ECHO_TAIL:
                 continue  # nothing of it can be in this frame: leave the frame alone
+            if last == start and (prior is None or start - prior > ECHO_TAIL):
+                self._onset = ONSET_FRAMES
             canceller = self._cancellers.get(speaker)
             if canceller is None:
                 canceller = self._cancellers[speaker] = self._make()
             cleaned = canceller.process(cleaned, reference)
-        self.muted = unmeasured_playing or (playing and self._settling > 0)
+        residual = self._onset > 0 and frame_db(frame) - frame_db(cleaned) >= ONSET_RESIDUAL_DB
+        self._onset = max(self._onset - 1, 0)
+        self.muted = unmeasured_playing or residual or (playing and self._settling > 0)
         if playing and self._settling > 0:
             self._settling -= 1
         return cleaned

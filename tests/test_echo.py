@@ -1,0 +1,109 @@
+"""`media.echo` on its own: how references are lined up, and what is muted when.
+
+The canceller is swapped for one that takes a fixed number of dB out of every frame it
+is given, so what `MicEcho` decides can be told apart from what AEC3 does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from media.correlation import Match
+from media.echo import (
+    ECHO_TAIL,
+    LEAD_TOLERANCE,
+    ONSET_FRAMES,
+    TARGET_LEAD,
+    WARM_UP_FRAMES,
+    EchoPath,
+    Loudspeaker,
+    MicEcho,
+)
+from media.frames import Pcm
+from media.grouping import CLEAR, GROUP_AT, Evidence
+from media.timeline import FRAME, RATE
+
+MAX_LAG = RATE // 2
+
+
+def measured(delay: int) -> EchoPath:
+    path = EchoPath(Evidence(MAX_LAG))
+    move(path, delay)
+    return path
+
+
+def move(path: EchoPath, delay: int) -> None:
+    """Evidence that the echo now comes `delay` samples after its reference."""
+    for _ in range(int(GROUP_AT) + 2):
+        path.evidence.observe(Match(delay - MAX_LAG, CLEAR * 3))
+    path.evidence.lag = delay - MAX_LAG
+
+
+def test_a_reference_moves_only_when_its_echo_drifts_past_the_tolerance() -> None:
+    delay = RATE * 330 // 1000
+    path = measured(delay)
+    first = path.align(nearby=True)
+    move(path, delay + LEAD_TOLERANCE - FRAME // 4)
+    assert path.align(nearby=True) == first
+    move(path, delay + LEAD_TOLERANCE + FRAME)
+    assert path.align(nearby=True) == delay + LEAD_TOLERANCE + FRAME - TARGET_LEAD
+
+
+class Attenuating:
+    """Takes `db` out of every microphone frame, whatever the reference."""
+
+    def __init__(self, db: float) -> None:
+        self.db = db
+
+    def process(self, mic: Pcm, reference: Pcm) -> Pcm:
+        return mic * np.float32(10 ** (-self.db / 20))
+
+
+def test_what_a_restarted_canceller_leaves_is_muted_at_first_and_later_passes() -> None:
+    canceller = Attenuating(10.0)
+    echo = MicEcho(lambda: canceller, MAX_LAG)
+    speaker = Loudspeaker()
+    path = echo.path("neighbour")
+    move(path, TARGET_LEAD)
+    tone = (0.1 * np.sin(np.arange(FRAME * 3) / 5.0)).astype(np.float32)
+    mic = np.full(FRAME, 0.05, np.float32)
+    speakers = {"neighbour": speaker}
+
+    def frames(start: int, count: int, playing: bool) -> list[bool]:
+        muted = []
+        for k in range(count):
+            at = start + k * FRAME
+            speaker.play(at, tone if playing else None)
+            echo.clean(at, mic, speakers, frozenset({"neighbour"}))
+            muted.append(echo.muted)
+        return muted
+
+    warm_up = frames(0, WARM_UP_FRAMES + 50, playing=True)
+    assert all(warm_up[:WARM_UP_FRAMES]) and not any(warm_up[WARM_UP_FRAMES + 10 :])
+
+    after_pause = (WARM_UP_FRAMES + 50) * FRAME + 2 * ECHO_TAIL
+    restarted = frames(after_pause, ONSET_FRAMES + 20, playing=True)
+    # The reference reaches the canceller TARGET_LEAD after it was played.
+    late = TARGET_LEAD // FRAME
+    assert all(restarted[late + 1 : ONSET_FRAMES]), restarted
+    assert not any(restarted[ONSET_FRAMES + late + 1 :]), restarted
+
+
+def test_near_speech_over_a_restarted_loudspeaker_is_not_muted() -> None:
+    """The cancellers take little out of a frame whose talker is louder than the echo."""
+    echo = MicEcho(lambda: Attenuating(3.0), MAX_LAG)
+    speaker = Loudspeaker()
+    move(echo.path("neighbour"), TARGET_LEAD)
+    tone = (0.1 * np.sin(np.arange(FRAME * 3) / 5.0)).astype(np.float32)
+    mic = np.full(FRAME, 0.05, np.float32)
+    muted = []
+    start = (WARM_UP_FRAMES + 10) * FRAME
+    for k in range(WARM_UP_FRAMES + 10):
+        speaker.play(k * FRAME, tone)
+        echo.clean(k * FRAME, mic, {"neighbour": speaker}, frozenset({"neighbour"}))
+    for k in range(ONSET_FRAMES):
+        at = start + 2 * ECHO_TAIL + k * FRAME
+        speaker.play(at, tone)
+        echo.clean(at, mic, {"neighbour": speaker}, frozenset({"neighbour"}))
+        muted.append(echo.muted)
+    assert not any(muted)
