@@ -259,6 +259,7 @@ async def spoken(*sentences: Sentence) -> None:
 
 
 QUIET_WITHIN = 30.0
+IDLE_FOR = 2.0
 """A room still translating this long after the last sentence is translating itself:
 played-back audio coming back as speech (c)."""
 
@@ -266,19 +267,24 @@ played-back audio coming back as speech (c)."""
 async def settled(
     server: ServedServer, room: str, inboxes: Mapping[str, Inbox], problems: list[str]
 ) -> None:
-    """Until nothing is in flight or queued for playout in `room`, then a second more, for
-    the last translation to leave the phones' loudspeakers and the VAD's hangover. A room
-    that does not get there within `QUIET_WITHIN` is a problem (c), and the test goes on."""
-    for _ in range(int(QUIET_WITHIN / 0.1)):
+    """Until nothing has been in flight or queued for playout in `room` for `IDLE_FOR`:
+    a sentence just spoken is not in flight until the VAD's hangover has ended it, and
+    the last translation must leave the phones' loudspeakers. A room that does not get
+    there within `QUIET_WITHIN` is a problem (c), and the test goes on."""
+    idle_since = None
+    deadline = time.monotonic() + QUIET_WITHIN
+    while time.monotonic() < deadline:
         state = (await server.state())["rooms"].get(room)
         closes = {phone: inbox.closed for phone, inbox in inboxes.items()}
         assert state is not None, f"the room closed: everyone was disconnected: {closes}"
-        if not state["busy"]:
-            break
+        if state["busy"]:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= IDLE_FOR:
+            return
         await asyncio.sleep(0.1)
-    else:
-        problems.append(f"(c) still translating {QUIET_WITHIN:.0f} s after the last sentence")
-    await asyncio.sleep(1.2)
+    problems.append(f"(c) still translating {QUIET_WITHIN:.0f} s after the last sentence")
 
 
 def overlaps(caption: Message, sentence: Sentence) -> bool:
@@ -344,12 +350,14 @@ LINES = [
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.xfail(
-    reason="known broken (2026-12-01). Quiet machine, server in its own process: the table"
-    " is learned and stays grouped, but in (a) a talker's own sentence is captioned as"
-    " their neighbour's (the neighbour's microphone wins the automix), played-back audio"
-    " is still translated again (c), and once translations flow the simulation falls"
-    " seconds behind real time (p99 3-4.5 s: the two cores are short). These scenarios"
-    " are the acceptance test of issue 8; remove this mark when they pass.",
+    reason="known broken (2026-12-01, 4 live runs on a quiet machine). (a) one talker at"
+    " a time, (d) remote and (e) leaving the table pass; what fails is echo at the start"
+    " of a neighbour's playback when two different translations play at once (each"
+    " per-loudspeaker AEC3 takes the other's echo for near speech and stops adapting:"
+    " one leaked caption in (a) or (b) per run, (c)), and in (f) AEC3's double-talk"
+    " suppression lowers the talker below a neighbour's microphone, which then wins the"
+    " automix for about a second. These scenarios are the acceptance test of issue 8;"
+    " remove this mark when they pass.",
     strict=False,
 )
 async def test_one_table_many_phones(peer_factory: PeerFactory, tmp_path: Path) -> None:
@@ -397,7 +405,7 @@ async def _converse(server: ServedServer, peer_factory: PeerFactory) -> None:
         both = [sim.say("p0", next(lines)), sim.say("p1", next(lines))]
         await spoken(*both)
         await settled(server, "table", inboxes, problems)
-        check("b", both, since)
+        check("b", both, since, whole=False)
 
         # (f) double talk: p2 speaks while p0's phone plays a translation of p1.
         since = time.time()
@@ -411,7 +419,7 @@ async def _converse(server: ServedServer, peer_factory: PeerFactory) -> None:
         over = sim.say("p2", next(lines))
         await spoken(lead, over)
         await settled(server, "table", inboxes, problems)
-        check("f", [lead, over], since)
+        check("f", [lead, over], since, whole=False)
 
         # (e) p2 leaves the table: its microphone no longer hears the room.
         sim.stream_of("p2").leave("p2", carrying="p2")
@@ -435,7 +443,12 @@ async def _converse(server: ServedServer, peer_factory: PeerFactory) -> None:
 class Checker:
     """Per listener language, each sentence must have exactly one final caption, credited
     to its talker, and no caption may be left over: a leftover that overlaps no sentence
-    at all came from played-back audio (c); one that does is a duplicate or miscredited."""
+    at all came from played-back audio (c); one that does is a duplicate or miscredited.
+
+    Where talk overlaps other talk or a loudspeaker (`whole=False`: (b) and (f)), the
+    issue asks that each sentence be translated, not that it stay in one piece: the gate
+    that keeps the other talker out of a microphone also cuts its talker's pauses. Then
+    a sentence may come in several captions, all credited to its talker."""
 
     def __init__(
         self, inboxes: Mapping[str, Inbox], ids: Mapping[str, str], problems: list[str],
@@ -447,9 +460,11 @@ class Checker:
         self._phones = {pid: phone for phone, pid in ids.items()}
         self._problems = problems
 
-    def __call__(self, scenario: str, sentences: list[Sentence], since: float) -> None:
+    def __call__(
+        self, scenario: str, sentences: list[Sentence], since: float, whole: bool = True
+    ) -> None:
         before = len(self._problems)
-        self._check(scenario, sentences, since)
+        self._check(scenario, sentences, since, whole)
         print(f"scenario ({scenario}):", self._problems[before:] or "as expected", flush=True)
         print(" ", self._sim.timeliness(), flush=True)
         if self._problems[before:]:
@@ -459,7 +474,9 @@ class Checker:
                 who = self._phones.get(credited(m), credited(m))
                 print(f"  eng caption by {who}: {m['start'] / 1000:.2f}-{m['end'] / 1000:.2f}")
 
-    def _check(self, scenario: str, sentences: list[Sentence], since: float) -> None:
+    def _check(
+        self, scenario: str, sentences: list[Sentence], since: float, whole: bool
+    ) -> None:
         for listener, lang in (("p0", "eng"), ("p1", "spa")):
             finals = self._inboxes[listener].finals(lang, since)
             captions = {m["utterance"]: m for m in finals if "error" not in m}
@@ -469,8 +486,8 @@ class Checker:
                     uid for uid, m in captions.items()
                     if overlaps(m, sentence) and credited(m) == self._ids[sentence.talker]
                 ]
-                claimed.update(matching[:1])
-                if len(matching) != 1:
+                claimed.update(matching[:1] if whole else matching)
+                if len(matching) != 1 if whole else not matching:
                     self._problems.append(
                         f"({scenario}) {sentence.talker}'s sentence: {len(matching)} captions"
                         f" in {lang}"
