@@ -107,3 +107,30 @@ def test_near_speech_over_a_restarted_loudspeaker_is_not_muted() -> None:
         echo.clean(at, mic, {"neighbour": speaker}, frozenset({"neighbour"}))
         muted.append(echo.muted)
     assert not any(muted)
+
+
+def echo_left_over(heard_is_echo: bool) -> list[bool]:
+    """Whether each frame of a loudspeaker's 6 s of playback was muted, by a microphone
+    whose canceller removes nothing: it hears that loudspeaker's echo, or a talker."""
+    echo = MicEcho(lambda: Attenuating(0.0), MAX_LAG)
+    speaker = Loudspeaker()
+    delay = RATE * 300 // 1000
+    move(echo.path("neighbour"), delay)
+    rng = np.random.default_rng(7)
+    muted = []
+    for k in range(300):
+        at = k * FRAME
+        speaker.play(at, (0.1 * rng.standard_normal(FRAME * 3)).astype(np.float32))
+        if heard_is_echo:
+            mic = 0.5 * speaker.played.read(at - delay, FRAME)
+        else:
+            mic = (0.05 * rng.standard_normal(FRAME)).astype(np.float32)
+        echo.clean(at, mic, {"neighbour": speaker}, frozenset({"neighbour"}))
+        muted.append(echo.muted)
+    return muted
+
+
+def test_echo_the_cancellers_leave_is_muted_and_a_talker_is_not() -> None:
+    after_warm_up = slice(WARM_UP_FRAMES + 20, None)
+    assert all(echo_left_over(heard_is_echo=True)[after_warm_up])
+    assert not any(echo_left_over(heard_is_echo=False)[after_warm_up])
