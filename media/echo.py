@@ -52,10 +52,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from media.automix import frame_db
-from media.correlation import likeness
+from media.correlation import Match, likeness
 from media.echo_cancellers import Canceller
 from media.frames import Pcm
-from media.grouping import Evidence
+from media.grouping import CLEAR, Evidence
 from media.resample import Decimator
 from media.timeline import FRAME, RATE, Timeline
 
@@ -85,6 +85,12 @@ translation through; 4 s did not (tests/test_table.py). So a microphone's frames
 muted during its first 4 s of playback, 1.5 s of playback after a move, and while a
 loudspeaker of its table that has not been measured yet plays. Someone speaking over
 exactly those seconds loses them; after that, double talk passes."""
+
+UNHEARD_WINDOWS = 16
+"""A loudspeaker of the table that played through this many analysis windows in a row
+(8 s) without this microphone hearing it at all is not heard here, and no longer mutes
+it while unmeasured: a phone carried away from the table would otherwise stay muted
+whenever the table's phones play, until it is ungrouped."""
 
 ONSET_FRAMES = 40
 ONSET_RESIDUAL_DB = 6.0
@@ -145,6 +151,9 @@ class EchoPath:
     evidence: Evidence
     shift: int | None = None
     """Samples back from a microphone frame at which the reference is read."""
+    unheard: int = 0
+    """Analysis windows in a row in which it played and this microphone did not hear it
+    (see `UNHEARD_WINDOWS`)."""
 
     @property
     def delay(self) -> int | None:
@@ -170,6 +179,12 @@ class EchoPath:
     @property
     def measured(self) -> bool:
         return self.delay is not None
+
+    def observe(self, found: Match) -> None:
+        """One analysis window in which the loudspeaker played, and where this microphone
+        heard it best."""
+        self.evidence.observe(found)
+        self.unheard = 0 if found.clarity >= CLEAR else self.unheard + 1
 
 
 class MicEcho:
@@ -223,7 +238,8 @@ class MicEcho:
             if not path.measured:
                 # Its echo in this frame may be of anything played up to MAX_LEAD earlier.
                 ahead = loudspeaker.played.read(start - shift - MAX_LEAD, MAX_LEAD + FRAME)
-                unmeasured_playing |= frame_db(ahead) >= PLAYED_ACTIVE_DBFS
+                if path.unheard < UNHEARD_WINDOWS:
+                    unmeasured_playing |= frame_db(ahead) >= PLAYED_ACTIVE_DBFS
             references[speaker] = played
         if not references:
             self.muted = False

@@ -34,7 +34,7 @@ from media.correlation import Match, Window, match, matches
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
 from media.frames import Pcm
-from media.grouping import Grouping
+from media.grouping import CONSISTENT, Grouping
 from media.inbound import Chunk16k
 from media.timeline import FRAME, RATE, StreamClock, Timeline, position
 
@@ -300,18 +300,7 @@ class AcousticTables:
             played = speaker.speaker.played.read(since - MAX_LAG, widened)
             if _is_playing(played[MAX_LAG : MAX_LAG + WINDOW]):
                 playing[speaker_pid] = played
-        # Sound that only one of a pair hears counts against them sharing a room, unless
-        # it may be a loudspeaker's echo: one microphone's echo is taken out better than
-        # another's, and a table whose phones play translations would drift apart.
-        pids = sorted(live)
-        for i, a in enumerate(pids):
-            for b in pids[i + 1 :]:
-                if sounding[a] or sounding[b]:
-                    loner = a if sounding[a] else b
-                    one_sided = sounding[a] != sounding[b]
-                    echo_possible = any(pid != loner for pid in playing)
-                    found = match(heard[a], heard[b])
-                    self._grouping.observe(a, b, found, against=one_sided and not echo_possible)
+        hears_playback: set[str] = set()
         for sharing in _same_sound(playing):
             reference = Window(playing[sharing[0]], MAX_LAG)
             for mic_pid, person in live.items():
@@ -320,8 +309,24 @@ class AcousticTables:
                 speakers = [pid for pid in sharing if pid != mic_pid and pid in audible]
                 if speakers:
                     copies = matches(reference, raw[mic_pid], len(speakers))
+                    if any(one.clarity >= CONSISTENT for one in copies):
+                        hears_playback.add(mic_pid)
                     for pid, one in _assign(person.echo, speakers, copies):
-                        person.echo.path(pid).evidence.observe(one)
+                        person.echo.path(pid).observe(one)
+        # Sound that only one of a pair hears counts against them sharing a room, unless
+        # it may be a loudspeaker's echo: one microphone's echo is taken out better than
+        # another's, and a table whose phones play translations would drift apart. A
+        # phone carried away from the table hears none of them, so its owner's voice
+        # there counts against it even while the table's loudspeakers play.
+        pids = sorted(live)
+        for i, a in enumerate(pids):
+            for b in pids[i + 1 :]:
+                if sounding[a] or sounding[b]:
+                    loner = a if sounding[a] else b
+                    one_sided = sounding[a] != sounding[b]
+                    found = match(heard[a], heard[b])
+                    echo_possible = loner in hears_playback
+                    self._grouping.observe(a, b, found, against=one_sided and not echo_possible)
         self.stats.echo_paths = sum(
             1 for p in self._people.values() if p.echo is not None
             for path in p.echo.paths.values() if path.delay is not None

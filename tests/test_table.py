@@ -162,6 +162,27 @@ def test_a_phone_that_leaves_the_table_is_ungrouped_and_heard_as_remote(
         assert_once_from(heard, said, 24.0)
 
 
+def test_a_phone_that_leaves_while_the_table_plays_translations_is_ungrouped() -> None:
+    """The table's loudspeakers play all along (as live, where one sentence's translation
+    plays while the next is spoken): the phone gone to the corridor hears none of them,
+    so what it alone hears is not echo, and counts against it being at the table."""
+    sim = TableSim([table_of(3)], links={p: LINKS[p] for p in ("p0", "p1", "p2")})
+    warm_up = Script(8.0)
+    warm_up.say("p0", 0.5, "Good morning everyone, let us begin the meeting now.")
+    warm_up.say("p2", 4.5, "We will meet again after the lunch break.")
+    sim.run(warm_up.signals, seconds=8.0)
+    assert sim.tables.groups() == [frozenset({"p0", "p1", "p2"})]
+    sim.stream("p2").leave("p2", carrying="p2")
+    away, played = Script(24.0), Script(24.0)
+    for at in (0.5, 6.5, 12.5, 18.5):
+        played.say("p0", at, "Buenos días a todos, hoy vamos a hablar del proyecto nuevo.",
+                   voice="es")
+        played.say("p1", at + 1.0, "Bonjour à tous, la réunion va commencer.", voice="fr")
+        away.say("p2", at + 0.5, "I am out in the corridor now, can you still hear me?")
+    sim.run(away.signals, played.signals, seconds=24.0)
+    assert sim.tables.groups() == [frozenset({"p0", "p1"})]
+
+
 def test_overrides_work_both_ways(conversation: dict[str, object]) -> None:
     assert conversation["groups_apart"] == []
     heard, said = conversation["heard_apart"], conversation["apart"]
