@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
+from tests.fixtures.ports import free_port
 
 LOOPBACK = ["127.0.0.1"]
 WARMUP_SECONDS = 1.0
@@ -246,13 +246,6 @@ class Result:
     @property
     def cores(self) -> float:
         return self.server_cpu / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def run_case(mode: str, listeners: int, seconds: float) -> Result:

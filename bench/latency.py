@@ -72,7 +72,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -94,6 +93,7 @@ from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
 from media.inbound import rms_dbfs
 from media.opus import silence_packet
+from tests.fixtures.ports import free_port
 from tests.fixtures.speech import Speech, compose
 from tests.fixtures.webrtc import Recorder, SpeechTrack, TestPeer
 
@@ -943,13 +943,6 @@ def summary(scenarios: Sequence[Scenario]) -> str:
 
 
 # ---------------------------------------------------------------- driver
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

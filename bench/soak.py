@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import socket
 import sys
 import time
 from collections import Counter
@@ -45,6 +44,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from media.ice import offer_host_addresses
+from tests.fixtures.ports import free_port
 from tests.fixtures.webrtc import SpeechTrack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -400,13 +400,6 @@ async def storm(session: aiohttp.ClientSession, base: str, clients: int, rounds:
                 await person.ws.send_json({"type": "leave"})
             await person.ws.close()
             await person.pc.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def settle(session: aiohttp.ClientSession, base: str, idle: dict[str, Any]) -> dict[str, Any]:

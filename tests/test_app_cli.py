@@ -6,7 +6,6 @@ import asyncio
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from ai.models import TestAssets
 from app import FLAGS, build_parser, parse_settings
 from signaling.session import SessionLimits
 from signaling.tls import self_signed_certificate
+from tests.fixtures.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,13 +145,6 @@ def test_self_signed_certificate_is_made_once_and_reused(tmp_path: Path) -> None
         ipaddress.ip_address("127.0.0.1"),
         ipaddress.ip_address("192.0.2.7"),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def serve_once(
