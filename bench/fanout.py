@@ -40,7 +40,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
-from tests.fixtures.ports import free_port
+from tests.fixtures.processes import free_port
 
 LOOPBACK = ["127.0.0.1"]
 WARMUP_SECONDS = 1.0

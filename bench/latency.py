@@ -93,7 +93,7 @@ from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
 from media.inbound import rms_dbfs
 from media.opus import silence_packet
-from tests.fixtures.ports import free_port
+from tests.fixtures.processes import free_port, stop_process
 from tests.fixtures.speech import Speech, compose
 from tests.fixtures.webrtc import Recorder, SpeechTrack, TestPeer
 
@@ -963,14 +963,7 @@ async def server_process(model: str, device: str, dtype: str, log_path: Path) ->
             raise RuntimeError(f"the {model} server did not start; see {log_path}")
         yield f"http://127.0.0.1:{port}", process.pid
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process)
 
 
 def rounds_for(speakers: int, utterances: int, rounds: int | None) -> int:

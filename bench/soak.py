@@ -44,7 +44,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from media.ice import offer_host_addresses
-from tests.fixtures.ports import free_port
+from tests.fixtures.processes import free_port
 from tests.fixtures.webrtc import SpeechTrack
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from ai.models import TestAssets
 from app import FLAGS, build_parser, parse_settings
 from signaling.session import SessionLimits
 from signaling.tls import self_signed_certificate
-from tests.fixtures.ports import free_port
+from tests.fixtures.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
