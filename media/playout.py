@@ -74,6 +74,7 @@ class TranslationPlayout:
         *,
         on_started: Callable[[str], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
+        on_underrun: Callable[[], None] | None = None,
         speedup_from: float = 2.0,
         max_speed: float = 1.25,
         drop_past: float = 6.0,
@@ -86,6 +87,7 @@ class TranslationPlayout:
         self.lang = lang
         self._on_started = on_started
         self._on_dropped = on_dropped
+        self._on_underrun = on_underrun
         self._speedup_from = speedup_from * MIX_RATE
         self._speedup_ramp = _SPEEDUP_RAMP * MIX_RATE
         self._max_speed = max_speed
@@ -100,6 +102,8 @@ class TranslationPlayout:
         """The speed the last frame was played at."""
         self.dropped = 0
         """Utterances dropped to keep the backlog bounded."""
+        self.underruns = 0
+        """Frames of silence inside an utterance being heard: its next audio came late."""
         self._wake: Callable[[], None] = lambda: None
 
     @property
@@ -164,6 +168,10 @@ class TranslationPlayout:
     def pull(self) -> SourceFrame | None:
         self._bound_backlog()
         current = self._current
+        if current is not None and not current.finished and not current.playable():
+            self.underruns += 1
+            if self._on_underrun is not None:
+                self._on_underrun()
         queued = current if current is not None and current.playable() else self._next_ready()
         if queued is None:
             return None

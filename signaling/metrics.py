@@ -77,6 +77,11 @@ class Metrics:
             "Bursts of a talker's speech gated on a table-mate's microphone that heard it",
             registry=r,
         )
+        self.underrun_seconds = Counter(
+            "babblefish_translation_underrun_seconds",
+            "Silence inside a translation being heard: its next piece was not spoken in time",
+            registry=r,
+        )
         self.echo_suppressed_seconds = Counter(
             "babblefish_echo_suppressed_seconds",
             "Microphone audio found to be mostly a neighbouring phone's loudspeaker",

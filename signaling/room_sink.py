@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ai.utterance import Audio, Stage, Utterance
+from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.mixer import RoomMixer
 from media.playout import TranslationPlayout
 from signaling.captions import Announcer
@@ -52,6 +53,7 @@ class RoomSink:
                 lang,
                 on_started=lambda uid: self._started(lang, uid),
                 on_dropped=lambda uid: self._dropped(lang, uid),
+                on_underrun=lambda: self._metrics.underrun_seconds.inc(FRAME_SAMPLES / MIX_RATE),
             )
             self._mixer.add_source(f"translation:{lang}", playout)
         return playout

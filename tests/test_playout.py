@@ -109,6 +109,22 @@ def test_on_started_fires_once_per_utterance_at_its_first_frame() -> None:
     assert started == ["a", "b"]
 
 
+def test_silence_inside_an_utterance_whose_next_piece_is_late_is_counted() -> None:
+    underruns: list[None] = []
+    playout = TranslationPlayout("spa", on_underrun=lambda: underruns.append(None))
+    playout.reserve("u1", "alice", order_key=1.0)
+    assert playout.pull() is None  # not started: waiting for a first piece is no underrun
+    playout.feed("u1", level(3 * FRAME_SAMPLES, 0.1))
+    heard = [playout.pull() for _ in range(5)]  # three frames of audio, then two empty ticks
+    assert [f is not None for f in heard] == [True, True, True, False, False]
+    assert playout.underruns == len(underruns) == 2
+    playout.feed("u1", level(FRAME_SAMPLES, 0.1))
+    playout.finish("u1")
+    assert playout.pull() is not None
+    assert playout.pull() is None
+    assert playout.underruns == 2  # a finished utterance that played out is not starved
+
+
 def test_below_two_seconds_of_backlog_audio_plays_unchanged() -> None:
     playout = TranslationPlayout("spa")
     audio = tone(1.9)
