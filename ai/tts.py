@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from kokoro_onnx.session import resolve_providers
 
 from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES, KokoroLanguage
 from ai.resample import SPEECH_RATE, to_speech_rate
+from ai.tts_pace import SynthesisPace
 from ai.utterance import Audio
 from ai.worker import PriorityWorker
 
@@ -39,6 +41,8 @@ _SHORT_WORD = 3
 """Letters in the longest word counted as a function word (the, of, at, de, la, une)."""
 _SPEAKABLE = re.compile(r"\w")
 _PITCH_MARKS = frozenset("_-^j")
+_LONGER_FIRST = 1.25
+"""Each try at a plan that keeps ahead of playback starts with a first piece this much longer."""
 FIRST_PIECE, LATER_PIECE = 0, 1
 """Worker priorities: every utterance's first piece is synthesized before later pieces."""
 
@@ -52,13 +56,21 @@ class KokoroSettings:
     speed: float = 1.0
     sentence_pause: float = 0.2
     """Silence after each streamed piece (a sentence or a part of one) but the last."""
+    first_audio_seconds: float = 0.5
+    """The time to first audio a streamed translation aims at: its first piece is cut
+    as short as Kokoro's measured pace says it must be, down to `shortest_chars`."""
+    shortest_chars: int = 12
+    """No shorter piece (about two words), unless a sentence is: Kokoro says a short
+    piece badly ("de la tarde." alone came out as "de la charde")."""
     first_chunk_chars: int = 60
-    """The first piece's most characters. 25 (about four words) gives first audio at 0.4x
-    the time (bench/tts_first_piece.py), but on two loaded cores the next piece was not
-    ready in time and sentences paused 1.2-1.6 s midway; so a typical translated sentence
-    stays whole until piece sizes follow Kokoro's measured speed."""
-    chunk_growth: float = math.inf
-    """Each next piece at most this many times the one before, so it is ready in time."""
+    """The first piece's most characters. When no first piece up to this long lets each
+    piece be ready before the one before has played, sentences are spoken whole
+    (bench/tts_first_piece.py: on two loaded cores, fixed 25-character first pieces paused
+    sentences 1.2-1.6 s midway)."""
+    stall_tolerance: float = 0.25
+    """Most silence a plan may add inside a translation, as predicted from the pace."""
+    pace_margin: float = 1.1
+    """Predicted synthesis times are stretched by this much, for load that comes and goes."""
     max_chunk_chars: int = 200
     """No piece longer, so no chunk keeps listeners waiting long."""
     ja_dictionary: Path | None = None
@@ -87,6 +99,9 @@ class KokoroTTS:
         )
         self._kokoro = Kokoro.from_session(session, str(settings.voices))
         self._worker = PriorityWorker("kokoro")
+        self.pace = SynthesisPace()
+        self._streaming = 0
+        """Streams being spoken now (event loop only)."""
         self._g2p: dict[str, Callable[[str], str]] = {}
         self.languages = self._available_languages()
 
@@ -102,7 +117,7 @@ class KokoroTTS:
 
         Nobody waits here for a first piece, so sentences are not cut short: a test
         speaker's pause mid-sentence would let the VAD cut the utterance there."""
-        plan = self._plan(text, lang, voice, self.settings.max_chunk_chars)
+        plan = self._plan(text, lang, voice, whole=True)
         pieces = [self._speak(p, lang, voice, pause) for p, pause in plan]
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
@@ -111,8 +126,9 @@ class KokoroTTS:
 
         At most one chunk is made ahead. Closing the iterator early cancels the
         chunk not yet started; one already on the worker finishes and is dropped.
+        Streams running at once share the worker, which the plan allows for.
         """
-        plan = self._plan(text, lang, voice)
+        plan = self._plan(text, lang, voice, sharing=self._streaming + 1)
 
         def start(i: int) -> Future[Audio] | None:
             if i >= len(plan):
@@ -124,12 +140,14 @@ class KokoroTTS:
             return self._worker.submit(priority, self._speak, piece, lang, voice, pause)
 
         ahead = start(0)
+        self._streaming += 1
         try:
             for i in range(len(plan)):
                 current, ahead = ahead, start(i + 1)
                 assert current is not None
                 yield await asyncio.wrap_future(current)
         finally:
+            self._streaming -= 1
             if ahead is not None:
                 ahead.cancel()
 
@@ -143,27 +161,77 @@ class KokoroTTS:
             raise ValueError(f"Kokoro does not speak {lang!r} here")
         return table
 
-    def _plan(self, text: str, lang: str, voice: str, first_chars: int | None = None
+    def _plan(self, text: str, lang: str, voice: str, whole: bool = False, sharing: int = 1
               ) -> list[tuple[str, float]]:
-        """Validate, then cut the text into (piece, pause after) in speaking order."""
+        """Validate, then cut the text into (piece, pause after) in speaking order.
+
+        With `whole`, sentences up to `max_chunk_chars`. Otherwise the shortest first
+        piece, from what the measured pace allows up to `first_chunk_chars`, after which
+        pieces grow as fast as the pace allows and each is ready in time; failing that,
+        sentences whole, so a slow synthesizer pauses between sentences, not inside one.
+        `sharing` streams take turns on the one worker, so each piece takes that many
+        times as long to be ready.
+        """
         self._table(lang)
         if voice not in self._kokoro.voices:
             raise ValueError(f"unknown Kokoro voice {voice!r}")
         s = self.settings
-        pieces = split_for_speech(
-            text, s.max_chunk_chars, first_chars or s.first_chunk_chars, s.chunk_growth
-        )
-        return [(p, s.sentence_pause if i < len(pieces) - 1 else 0.0) for i, p in enumerate(pieces)]
+        if not whole:
+            slowdown = s.pace_margin * sharing
+            next_chars = self._next_chars_for(lang, slowdown)
+            first = self._first_chars(lang, slowdown)
+            while first <= s.first_chunk_chars:
+                plan = self._paused(split_for_speech(
+                    text, s.max_chunk_chars, first, next_chars, s.shortest_chars
+                ))
+                if len(plan) == 1 or self._stall(plan, lang, slowdown) <= s.stall_tolerance:
+                    return plan
+                first = math.ceil(first * _LONGER_FIRST)
+        return self._paused(split_for_speech(text, s.max_chunk_chars, s.max_chunk_chars))
+
+    def _paused(self, pieces: list[str]) -> list[tuple[str, float]]:
+        pause = self.settings.sentence_pause
+        return [(p, pause if i < len(pieces) - 1 else 0.0) for i, p in enumerate(pieces)]
+
+    def _first_chars(self, lang: str, slowdown: float) -> int:
+        s = self.settings
+        audio = self.pace.audio_made_within(s.first_audio_seconds / slowdown)
+        chars = audio / self.pace.audio_seconds(lang, 1)
+        return int(min(max(chars, s.shortest_chars), s.first_chunk_chars))
+
+    def _next_chars_for(self, lang: str, slowdown: float) -> Callable[[int], float]:
+        """The longest piece that can be made while one of n characters plays."""
+        s, pace = self.settings, self.pace
+
+        def next_chars(chars: int) -> float:
+            playing = pace.audio_seconds(lang, chars) + s.sentence_pause
+            return pace.audio_made_within(playing / slowdown) / pace.audio_seconds(lang, 1)
+
+        return next_chars
+
+    def _stall(self, plan: list[tuple[str, float]], lang: str, slowdown: float) -> float:
+        """Predicted silence inside the translation: pieces are made back to back and
+        each plays once made and the one before has played."""
+        made = played = stall = 0.0
+        for i, (piece, pause) in enumerate(plan):
+            audio = self.pace.audio_seconds(lang, len(piece))
+            made += self.pace.seconds_to_make(audio) * slowdown
+            if i:
+                stall += max(0.0, made - played)
+            played = max(made, played) + audio + pause
+        return stall
 
     def _speak(self, piece: str, lang: str, voice: str, pause: float) -> Audio:
         table = self._table(lang)
         g2p = self._g2p.get(table.kokoro_lang)
         text = g2p(piece) if g2p else piece
+        began = time.perf_counter()
         audio, rate = self._kokoro.create(
             text, voice=voice, speed=self.settings.speed, lang=table.kokoro_lang,
             is_phonemes=g2p is not None,
         )
         assert rate == KOKORO_RATE
+        self.pace.record(lang, len(piece), len(audio) / rate, time.perf_counter() - began)
         speech = to_speech_rate(np.asarray(audio, dtype=np.float32), rate)
         return np.concatenate([speech, np.zeros(round(pause * SPEECH_RATE), np.float32)])
 
@@ -201,12 +269,15 @@ class KokoroTTS:
 
 
 def split_for_speech(
-    text: str, max_chars: int = 200, first_chars: int = 25, growth: float = 2.0
+    text: str, max_chars: int = 200, first_chars: int = 25,
+    next_chars: Callable[[int], float] | None = None, shortest: int | None = None,
 ) -> list[str]:
     """Sentences, cut into pieces that start short and grow: the first piece at most
-    `first_chars` long, each next one at most `growth` times the one before (never over
-    `max_chars`). Cuts fall at clause marks, else where a phrase starts; where none comes
-    within that length, at the first up to twice it, rather than inside a phrase.
+    `first_chars` long, each next one at most `next_chars(length of the one before)`
+    (never over `max_chars`; without `next_chars`, the rest of the sentence whole), and
+    no piece after the first shorter than `shortest` (by default `first_chars`). Cuts
+    fall at clause marks, else where a phrase starts; where none comes within that
+    length, at the first up to twice it, rather than inside a phrase.
 
     Kokoro's time grows with the audio it makes, so the first piece's length sets when
     the first audio comes; growing pieces let each be synthesized while the one before
@@ -216,16 +287,18 @@ def split_for_speech(
     sentences = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
     pieces: list[str] = []
     limit: float = first_chars
+    least = first_chars if shortest is None else shortest
     for sentence in sentences:
         rest = sentence
         while rest:
-            shortest = first_chars if pieces else 0  # only the first piece may be short
+            head = least if pieces else 0  # only the first piece may be shorter
             piece, rest = (rest, "") if len(rest) <= limit else _cut(
-                rest, limit, min(max_chars, 2 * limit), shortest, first_chars
+                rest, limit, min(max_chars, 2 * limit), head, least
             )
             if _SPEAKABLE.search(piece):
                 pieces.append(piece)
-                limit = min(max_chars, max(first_chars, growth * len(piece)))
+                grown = next_chars(len(piece)) if next_chars else max_chars
+                limit = min(max_chars, max(least, grown))
     return pieces
 
 

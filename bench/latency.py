@@ -258,6 +258,7 @@ class Probe:
                 "speak_entered": entered,
                 "first_chunk": {"submitted": first[1], "start": first[2], "end": first[3],
                                 "chars": first[4]},
+                "pieces": len(own),
                 "text_chars": sum(len(t) for t in utt.translations.values()),
                 "translate_compute": batch["end"] - batch["start"],
                 "translate_queue": _overlap((submitted, batch["start"]), others_tr),
@@ -448,8 +449,11 @@ async def serve(port: int, model: str, device: str, dtype: str) -> None:
             "playout_seconds": sum(p.queued_seconds for r in rooms for p in r.playouts.values()),
             "late_ticks": sum(m.late_ticks for m in mixers),
             "skipped_ticks": sum(m.skipped_ticks for m in mixers),
+            "underrun_seconds": sum(p.underruns for r in rooms for p in r.playouts.values())
+            * FRAME_SAMPLES / MIX_RATE,
             "loop_lag_ms": [round(x * 1000, 2) for x in lag],
             "model": describe_model(loaded.translator),
+            "kokoro_rate": loaded.tts.pace.rate(),
         })
 
     async def records(request: web.Request) -> web.Response:
@@ -741,6 +745,7 @@ def merge(speakers: int, round_: int, room: BenchRoom, record: dict[str, Any]) -
         "kokoro_queue": record["kokoro_queue"] * ms,
         "batch_size": float(batch["size"]),
         "kokoro_chars": float(first["chars"]),
+        "kokoro_pieces": float(record["pieces"]),
         # the plumbing between them, all on the critical path
         "to_batcher": (record["submitted"] - s["vad_end"]) * ms,
         "batch_window": (batch["dispatch"] - record["submitted"]) * ms
@@ -859,6 +864,7 @@ ROWS: list[tuple[str, str]] = [
     ("voiceprint_compute", "  voiceprint, where it outlasted translation"),
     ("kokoro_compute", "  Kokoro first chunk"),
     ("kokoro_chars", "    (characters in that chunk)"),
+    ("kokoro_pieces", "    (pieces the translation was spoken in)"),
     ("model_compute", "  = model compute"),
     ("", "queueing: waiting for a model busy with other utterances"),
     ("translate_queue", "  translator"),
@@ -900,6 +906,9 @@ def report(scenario: Scenario) -> str:
         f"   server event loop lag (50 ms timer): p50 {np.percentile(lag, 50):.1f} ms, "
         f"p99 {np.percentile(lag, 99):.1f} ms, max {max(lag):.1f} ms; mixer late ticks "
         f"{scenario.server.get('late_ticks')}, skipped {scenario.server.get('skipped_ticks')}",
+        f"   silence inside translations being heard (playout underrun, their next piece "
+        f"late): {scenario.server.get('underrun_seconds', 0.0):.2f} s in all; Kokoro's "
+        f"measured pace {scenario.server.get('kokoro_rate', math.nan):.2f} s per audio second",
         f"   CPU: server process {scenario.cpu[0]:.2f} cores, client process "
         f"{scenario.cpu[1]:.2f} cores, on average over the scenario (of {os.cpu_count()})",
     ]

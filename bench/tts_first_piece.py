@@ -5,10 +5,11 @@
 
 Real Kokoro int8 weights from .assets/ (`python -m ai.models fetch-test-assets`), voice
 af_heart, speaking English sentences of 8-15 words like the cascade's translations. Each
-policy is a setting of the product's `split_for_speech` (ai/tts.py); each piece is spoken
-by the product's `KokoroTTS` as `stream` would, with its pause after every piece but the
-last. Policies run interleaved, sentence by sentence, in an order that rotates, so the
-machine's load falls on all of them alike.
+policy is a setting of the product's `split_for_speech` (ai/tts.py), or the product's own
+plan ("paced"), which sizes pieces from Kokoro's pace as measured on this run's calls so
+far; each piece is spoken by the product's `KokoroTTS` as `stream` would, with its pause
+after every piece but the last. Policies run interleaved, sentence by sentence, in an
+order that rotates, so the machine's load falls on all of them alike.
 
 Per sentence and policy, the playout is replayed as `KokoroTTS.stream` runs it: one
 worker synthesizes the pieces back to back; a piece plays once it is made and the one
@@ -62,18 +63,24 @@ SENTENCES = (
 class Policy:
     name: str
     first_chars: int
-    growth: float
+    growth: float | None
+    """Each next piece at most this many times the one before; None: the rest whole.
+    A policy without `first_chars` (0) is the product's own plan from Kokoro's pace."""
 
-    def pieces(self, text: str) -> list[str]:
-        return split_for_speech(text, first_chars=self.first_chars, growth=self.growth)
+    def pieces(self, tts: KokoroTTS, text: str, voice: str) -> list[str]:
+        if not self.first_chars:
+            return [piece for piece, _ in tts._plan(text, "eng", voice)]
+        growth = self.growth
+        grow = None if growth is None else (lambda n: growth * n)
+        return split_for_speech(text, first_chars=self.first_chars, next_chars=grow)
 
 
 POLICIES = (
-    Policy("whole (old <=60)", 60, math.inf),
+    Policy("whole (old <=60)", 60, None),
     Policy("<=40, grow 2x", 40, 2.0),
     Policy("<=25, grow 2x", 25, 2.0),
-    Policy("<=25, grow 3x", 25, 3.0),
-    Policy("<=25, rest whole", 25, math.inf),
+    Policy("<=25, rest whole", 25, None),
+    Policy("paced (product)", 0, None),
 )
 OLD = POLICIES[0].name
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -141,7 +148,7 @@ def main() -> None:
                 firsts: dict[str, float] = {}
                 for k in range(len(POLICIES)):
                     policy = POLICIES[(turn + k) % len(POLICIES)]
-                    pieces = policy.pieces(sentence)
+                    pieces = policy.pieces(tts, sentence, args.voice)
                     first, stall, headroom, done = play(
                         tts, pieces, args.voice, calls, CLOCKS[args.clock]
                     )
@@ -171,12 +178,12 @@ def main() -> None:
     for policy in POLICIES:
         out = outcomes[policy.name]
         stalled = sum(s > 0.02 for s in out.stall)
-        headroom = f"{np.median(out.headroom):.2f}" if out.headroom else "-"
+        ready = f"{np.median(out.headroom):.2f}" if out.headroom else "-"
         print(f"{policy.name:<20} {np.percentile(out.first, 50):9.2f} "
               f"{np.percentile(out.first, 95):6.2f} {np.median(ratios[policy.name]):5.2f} "
               f"{np.mean(out.first_chars):5.0f} {np.mean(out.pieces):6.1f} "
               f"{np.percentile(out.stall, 50):9.2f} {max(out.stall):5.2f} "
-              f"{stalled:>3}/{len(out.stall):<3} {headroom:>17} "
+              f"{stalled:>3}/{len(out.stall):<3} {ready:>17} "
               f"{np.percentile(out.done, 50):8.2f}")
 
     audio, spent = np.array(calls).T

@@ -14,6 +14,7 @@ from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES
 from ai.models import TestAssets
 from ai.resample import SPEECH_RATE, to_speech_rate
 from ai.tts import FIRST_PIECE, LATER_PIECE, KokoroTTS, split_for_speech
+from ai.tts_pace import SynthesisPace
 from ai.utterance import PIPELINE_RATE
 from tests.fixtures.kokoro import WhisperOracle, error_rate, words
 from tests.fixtures.speech import espeak
@@ -256,7 +257,7 @@ def test_the_first_piece_of_a_short_sentence_is_a_few_words_cut_where_a_phrase_s
 def test_pieces_grow_so_each_is_ready_while_the_one_before_plays() -> None:
     text = ("Tomorrow morning the whole team will travel to the coast by train and we will "
             "stay in a small hotel near the harbour for the rest of the week.")
-    pieces = split_for_speech(text, first_chars=25, growth=2.0)
+    pieces = split_for_speech(text, first_chars=25, next_chars=lambda n: 2 * n)
 
     assert pieces == [
         "Tomorrow morning", "the whole team will travel", "to the coast by train and we will stay",
@@ -265,7 +266,7 @@ def test_pieces_grow_so_each_is_ready_while_the_one_before_plays() -> None:
     for before, after in itertools.pairwise(pieces):
         assert len(after) <= 2 * len(before), (before, after)
     # Growing three times per piece needs fewer cuts.
-    assert len(split_for_speech(text, first_chars=25, growth=3.0)) < len(pieces)
+    assert len(split_for_speech(text, first_chars=25, next_chars=lambda n: 3 * n)) < len(pieces)
 
 
 def test_no_cut_leaves_a_short_piece_after_the_first() -> None:
@@ -281,25 +282,85 @@ def test_no_cut_leaves_a_short_piece_after_the_first() -> None:
 
 def test_a_cut_leaves_no_lone_word_and_does_not_break_a_number() -> None:
     for text in ("So we will meet at the station.", "Yes we can.", "Well, that is fine by me."):
-        for piece in split_for_speech(text, first_chars=8):
+        for piece in split_for_speech(text, first_chars=8, next_chars=lambda n: 2 * n):
             assert len(piece.split()) >= 2, (text, piece)
-    assert split_for_speech("So we need 3,000 people for the event.", first_chars=10) == [
+    assert split_for_speech(
+        "So we need 3,000 people for the event.", first_chars=10, next_chars=lambda n: 2 * n
+    ) == [
         "So we need", "3,000 people", "for the event."
     ]
 
 
-def test_the_engine_cuts_by_its_settings(kokoro_tts: KokoroTTS) -> None:
-    text = "The train leaves the station at three in the afternoon, and it arrives at five."
-    plan = kokoro_tts._plan(text, "eng", "af_heart")
+def paced(rate: float, seconds_per_char: float = 0.065) -> SynthesisPace:
+    """A pace that has measured calls of 0.5-3 s of audio made at `rate`."""
+    pace = SynthesisPace()
+    pace.record("eng", 6, 0.8, 3.0)  # the first call loads the phonemizer: not counted
+    for audio in (0.5, 1.0, 2.0, 3.0):
+        pace.record("eng", round(audio / seconds_per_char), audio, rate * (audio + 0.3))
+    return pace
+
+
+def test_the_pace_is_measured_on_recent_calls_and_starts_from_a_cautious_prior() -> None:
+    fresh = SynthesisPace(overhead=0.3)
+    assert fresh.seconds_to_make(1.0) >= 1.0  # unmeasured: no faster than real time
+    pace = paced(0.67)
+    assert pace.rate() == pytest.approx(0.67)
+    assert pace.seconds_to_make(1.5) == pytest.approx(0.67 * 1.8)
+    assert pace.audio_made_within(0.67 * 2.3) == pytest.approx(2.0)
+    assert pace.audio_made_within(0.1) == 0.0  # the fixed cost alone is more
+    assert pace.audio_seconds("eng", 100) == pytest.approx(6.5, rel=0.02)
+    assert pace.audio_seconds("cmn", 100) == pytest.approx(7.0)  # never heard: the prior
+    for _ in range(16):  # the machine got busy: only recent calls count
+        pace.record("eng", 15, 1.0, 1.3 * 1.3)
+    assert pace.rate() == pytest.approx(1.3)
+
+
+def test_the_engine_measures_its_pace_on_its_own_calls(
+    kokoro_tts: KokoroTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pace = SynthesisPace()
+    monkeypatch.setattr(kokoro_tts, "pace", pace)
+    kokoro_tts.synthesize("Hello there.", "eng", "af_heart")  # loads English: not counted
+    assert pace.rate() == SynthesisPace().rate()
+    audio = kokoro_tts.synthesize("The train leaves the station.", "eng", "af_heart")
+    assert pace.rate() != SynthesisPace().rate()
+    assert pace.audio_seconds("eng", 29) == pytest.approx(len(audio) / SPEECH_RATE, rel=0.01)
+
+
+def test_streamed_pieces_follow_the_measured_pace(
+    kokoro_tts: KokoroTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = ("The train leaves the station at three in the afternoon, "
+            "and it arrives at the coast at five.")
     pause = kokoro_tts.settings.sentence_pause
-    assert plan == [
-        ("The train leaves", pause),
-        ("the station at three in the afternoon, and it arrives at five.", 0.0),
+
+    # Two quiet cores: a first piece of about two words, then pieces as long as can be
+    # made while the one before plays.
+    monkeypatch.setattr(kokoro_tts, "pace", paced(0.67))
+    plan = kokoro_tts._plan(text, "eng", "af_heart")
+    assert [p for p, _ in plan] == [
+        "The train leaves", "the station at three", "in the afternoon,", "and it arrives",
+        "at the coast at five.",
     ]
+    assert [after for _, after in plan] == [pause] * 4 + [0.0]
+    settings = kokoro_tts.settings
+    assert kokoro_tts._stall(plan, "eng", settings.pace_margin) <= settings.stall_tolerance
+
+    # Four translations spoken at once take turns on the one synthesizer: short pieces
+    # would starve, so the sentence is spoken whole.
+    assert kokoro_tts._plan(text, "eng", "af_heart", sharing=4) == [(text, 0.0)]
+
+    # A synthesizer slower than real time cannot keep ahead of short pieces: the first
+    # piece is long enough for what follows to be made while it plays.
+    monkeypatch.setattr(kokoro_tts, "pace", paced(1.6))
+    assert [p for p, _ in kokoro_tts._plan(text, "eng", "af_heart")] == [
+        "The train leaves the station at three in the afternoon,", "and it arrives",
+        "at the coast at five.",
+    ]
+
     # Nobody waits for `synthesize`'s first audio: it speaks each sentence whole.
-    whole = kokoro_tts._plan("The train leaves the station at three in the afternoon.",
-                             "eng", "af_heart", kokoro_tts.settings.max_chunk_chars)
-    assert whole == [("The train leaves the station at three in the afternoon.", 0.0)]
+    whole = kokoro_tts._plan(text, "eng", "af_heart", whole=True)
+    assert whole == [(text, 0.0)]
 
 
 def test_every_rate_is_brought_to_48k_without_moving_pitch() -> None:
