@@ -116,8 +116,8 @@ class SpeakTranslation:
     Concurrency: at most `slots` syntheses at once across every room; the rest
     wait in FIFO order, so translations are voiced in the order they were
     ready. Their number is bounded by the pipelines' in-flight bound. Several
-    slots let the synthesizer see every waiting first sentence, which it
-    voices before the later sentences of others.
+    slots let the synthesizer see every waiting first piece, and order them
+    with the later pieces of translations being heard by when each is due.
     """
 
     def __init__(

@@ -43,8 +43,6 @@ _SPEAKABLE = re.compile(r"\w")
 _PITCH_MARKS = frozenset("_-^j")
 _LONGER_FIRST = 1.25
 """Each try at a plan that keeps ahead of playback starts with a first piece this much longer."""
-FIRST_PIECE, LATER_PIECE = 0, 1
-"""Worker priorities: every utterance's first piece is synthesized before later pieces."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +65,9 @@ class KokoroSettings:
     piece be ready before the one before has played, sentences are spoken whole
     (bench/tts_first_piece.py: on two loaded cores, fixed 25-character first pieces paused
     sentences 1.2-1.6 s midway)."""
+    first_piece_patience: float = 1.5
+    """How much later than aimed a first piece may start, so that a translation being
+    heard does not stop midway: a pause inside a sentence is worse than a later start."""
     stall_tolerance: float = 0.25
     """Most silence a plan may add inside a translation, as predicted from the pace."""
     pace_margin: float = 1.1
@@ -81,10 +82,9 @@ class KokoroSettings:
 class KokoroTTS:
     """A `SpeechSynthesizer`: one ONNX session, shared by every room.
 
-    Synthesis runs on this engine's own worker thread, one sentence at a time
-    (ONNX Runtime parallelises inside each), so the event loop never blocks. Waiting
-    first pieces of any utterance go before later pieces, so one long translation does
-    not hold back the start of another room's.
+    Synthesis runs on this engine's own worker thread, one piece at a time (ONNX
+    Runtime parallelises inside each), so the event loop never blocks. Pieces are
+    taken in the order they are due (see `stream`), whichever room they are for.
     """
 
     def __init__(self, settings: KokoroSettings) -> None:
@@ -102,6 +102,7 @@ class KokoroTTS:
         self.pace = SynthesisPace()
         self._streaming = 0
         """Streams being spoken now (event loop only)."""
+        self._clock = time.monotonic
         self._g2p: dict[str, Callable[[str], str]] = {}
         self.languages = self._available_languages()
 
@@ -124,32 +125,36 @@ class KokoroTTS:
     async def stream(self, text: str, lang: str, voice: str) -> AsyncGenerator[Audio, None]:
         """48 kHz chunks, one per piece; the next is synthesized while this one plays.
 
-        At most one chunk is made ahead. Closing the iterator early cancels the
-        chunk not yet started; one already on the worker finishes and is dropped.
-        Streams running at once share the worker, which the plan allows for.
+        The worker takes pieces by the latest moment each can start and still be ready
+        when it is needed: a later piece when the piece before it has played, a first
+        piece `first_audio_seconds` + `first_piece_patience` after it was asked for. So
+        a translation being heard is not stopped midway for another's first piece
+        unless it can spare the time.
+        Streams running at once share the worker, which the plan allows for. Closing
+        the iterator early cancels the piece not yet started; one already on the worker
+        finishes and is dropped.
         """
         plan = self._plan(text, lang, voice, sharing=self._streaming + 1)
 
-        def start(i: int) -> Future[Audio] | None:
-            if i >= len(plan):
-                return None
+        def start(i: int, needed_in: float) -> Future[Audio]:
             piece, pause = plan[i]
-            # A first piece is awaited by a listener hearing nothing yet; a later one only
-            # has to be ready before the piece before it has played.
-            priority = FIRST_PIECE if i == 0 else LATER_PIECE
-            return self._worker.submit(priority, self._speak, piece, lang, voice, pause)
+            making = self.pace.seconds_to_make(self.pace.audio_seconds(lang, len(piece)))
+            latest_start = self._clock() + needed_in - making
+            return self._worker.submit(latest_start, self._speak, piece, lang, voice, pause)
 
-        ahead = start(0)
+        s = self.settings
+        current = start(0, s.first_audio_seconds + s.first_piece_patience) if plan else None
         self._streaming += 1
         try:
             for i in range(len(plan)):
-                current, ahead = ahead, start(i + 1)
                 assert current is not None
-                yield await asyncio.wrap_future(current)
+                chunk = await asyncio.wrap_future(current)
+                current = start(i + 1, len(chunk) / SPEECH_RATE) if i + 1 < len(plan) else None
+                yield chunk
         finally:
             self._streaming -= 1
-            if ahead is not None:
-                ahead.cancel()
+            if current is not None:
+                current.cancel()
 
     def close(self, wait: bool = True) -> None:
         """Cancels queued synthesis; with `wait`, blocks until the running piece ended."""

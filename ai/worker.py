@@ -2,7 +2,7 @@
 
 A model with a single copy runs one job at a time; when jobs queue for it, the
 order decides who waits. `PriorityWorker` takes the lowest priority number
-first, and jobs of equal priority in the order they came.
+first (a number or a deadline), and jobs of equal priority in the order they came.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class WorkerClosed(RuntimeError):
     """The worker was shut down (the server is stopping); the job was never run."""
 
 
-_Job = tuple[int, int, "Future[Any]", Callable[[], Any]]
+_Job = tuple[float, int, "Future[Any]", Callable[[], Any]]
 
 
 class PriorityWorker:
@@ -34,7 +34,7 @@ class PriorityWorker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, priority: int, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, priority: float, fn: Callable[..., T], *args: Any) -> Future[T]:
         future: Future[T] = Future()
         with self._wake:
             if self._closed:

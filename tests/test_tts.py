@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import threading
 
 import numpy as np
@@ -13,7 +14,7 @@ from ai.casting import FEMALE_FROM_HZ, VoiceCasting, estimate_pitch
 from ai.kokoro_voices import BRITISH_ENGLISH, KOKORO_LANGUAGES
 from ai.models import TestAssets
 from ai.resample import SPEECH_RATE, to_speech_rate
-from ai.tts import FIRST_PIECE, LATER_PIECE, KokoroTTS, split_for_speech
+from ai.tts import KokoroTTS, split_for_speech
 from ai.tts_pace import SynthesisPace
 from ai.utterance import PIPELINE_RATE
 from tests.fixtures.kokoro import WhisperOracle, error_rate, words
@@ -94,7 +95,7 @@ async def test_closing_a_stream_early_cancels_the_piece_queued_ahead(
         if not spoken:
             # Keeps the worker busy after the first piece, so the piece made ahead is
             # still queued (not yet running) when the stream is closed.
-            kokoro_tts._worker.submit(FIRST_PIECE, worker_free.wait, 30)
+            kokoro_tts._worker.submit(-math.inf, worker_free.wait, 30)
         spoken.append(piece)
         return real_speak(piece, lang, voice, pause)
 
@@ -105,14 +106,48 @@ async def test_closing_a_stream_early_cancels_the_piece_queued_ahead(
         await stream.aclose()
     finally:
         worker_free.set()
-    # Queued after the piece made ahead, at its priority: it runs after it, if that runs.
-    await asyncio.wrap_future(kokoro_tts._worker.submit(LATER_PIECE, lambda: None))
+    # Queued after the piece made ahead: it runs after it, if that runs.
+    await asyncio.wrap_future(kokoro_tts._worker.submit(math.inf, lambda: None))
 
     assert len(first) > 0
     assert spoken == ["One."]
     # The engine is free for the next request.
     after = [chunk async for chunk in kokoro_tts.stream("Six.", "eng", "af_heart")]
     assert len(after) == 1 and len(after[0]) > 0
+
+
+async def test_a_translation_being_heard_is_not_stopped_for_another_to_start(
+    kokoro_tts: KokoroTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kokoro_tts, "pace", paced(0.67))
+    monkeypatch.setattr(kokoro_tts, "_clock", lambda: 1000.0)
+    spoken: list[str] = []
+    worker_free = threading.Event()
+    real_speak = kokoro_tts._speak
+
+    def speak(piece: str, lang: str, voice: str, pause: float) -> np.ndarray:
+        if not spoken:  # holds the worker after the first piece, so the next ones queue
+            kokoro_tts._worker.submit(-math.inf, worker_free.wait, 30)
+        spoken.append(piece)
+        return real_speak(piece, lang, voice, pause)
+
+    monkeypatch.setattr(kokoro_tts, "_speak", speak)
+    heard = kokoro_tts.stream(
+        "The train leaves the station at three in the afternoon.", "eng", "af_heart"
+    )
+    waiting = kokoro_tts.stream("Good morning everyone.", "eng", "af_bella")
+    try:
+        await anext(heard)  # its next piece is due when this one has played (1.3 s)
+        starting = asyncio.ensure_future(anext(waiting))  # due in 0.5 s, patience 1.5 s
+        await asyncio.sleep(0)  # lets `starting` submit its first piece, behind the hold
+        worker_free.set()
+        await anext(heard)
+        await starting
+    finally:
+        worker_free.set()
+        await heard.aclose()
+        await waiting.aclose()
+    assert spoken[:3] == ["The train leaves", "the station at three", "Good morning everyone."]
 
 
 def test_japanese_goes_through_misaki(kokoro_tts: KokoroTTS, whisper: WhisperOracle) -> None:
