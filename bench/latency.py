@@ -9,8 +9,9 @@
 
 `--engine cascade` runs the cascade engine (real whisper-base int8 from .assets/, which
 also writes the English itself, and a tiny random NLLB converted with CTranslate2) and then
-the tiny SeamlessM4T on the same speech, for figures side by side: a Spanish speaker (real
-Kokoro ef_dora sentences of about 3 s, no commas) and an English listener.
+(unless `--skip-tiny`) the tiny SeamlessM4T on the same speech, for figures side by side: a
+Spanish speaker (real Kokoro ef_dora sentences of about 3 s, no commas) and an English
+listener.
 
 The server (production `create_app` + `mount_translation`, on loopback) runs in its own
 process, so the clients' aiortc work does not share its event loop or GIL; this process
@@ -993,7 +994,8 @@ async def bench(args: argparse.Namespace) -> list[Scenario]:
         SPEAKER_LANG, LISTENER_LANG, SPANISH_SPEECH = "spa", "eng", True
         cases = [(n, rounds_for(n, args.utterances, args.rounds)) for n in args.speakers]
         plan.append(("cascade", "auto", "cascade: whisper-base int8 + tiny NLLB", cases))
-        plan.append(("tiny", args.dtype or "float32", "tiny SeamlessM4T v2 (random)", cases))
+        if not args.skip_tiny:
+            plan.append(("tiny", args.dtype or "float32", "tiny SeamlessM4T v2 (random)", cases))
         args.skip_tiny, args.real_size_utterances = True, 0
         progress("synthesizing the Spanish sentences (Kokoro, ef_dora)")
         for index in range(len(SPANISH_SENTENCES)):
@@ -1037,7 +1039,8 @@ def main() -> None:
                         help="rounds per scenario instead (each speaker speaks once a round)")
     parser.add_argument("--real-size-utterances", type=int, default=10,
                         help="one-speaker utterances on the real-size random model (0: skip)")
-    parser.add_argument("--skip-tiny", action="store_true")
+    parser.add_argument("--skip-tiny", action="store_true",
+                        help="no tiny SeamlessM4T scenarios (--engine cascade: the cascade alone)")
     parser.add_argument("--engine", choices=("seamless", "cascade"), default="seamless",
                         help="cascade: the cascade engine on real Spanish speech, then the "
                              "tiny SeamlessM4T on the same speech")
