@@ -147,7 +147,10 @@ async def test_a_translation_being_heard_is_not_stopped_for_another_to_start(
         worker_free.set()
         await heard.aclose()
         await waiting.aclose()
-    assert spoken[:3] == ["The train leaves", "the station at three", "Good morning everyone."]
+    # Its next piece, due first, went before the other's first piece. (The piece after
+    # that is asked for only once this one is made, so it may come before or after it.)
+    assert spoken[:2] == ["The train leaves", "the station at three"]
+    assert "Good morning everyone." in spoken[2:]
 
 
 def test_japanese_goes_through_misaki(kokoro_tts: KokoroTTS, whisper: WhisperOracle) -> None:
