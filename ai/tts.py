@@ -201,7 +201,7 @@ class KokoroTTS:
     def _first_chars(self, lang: str, slowdown: float) -> int:
         s = self.settings
         audio = self.pace.audio_made_within(s.first_audio_seconds / slowdown)
-        chars = audio / self.pace.audio_seconds(lang, 1)
+        chars = self.pace.chars_lasting(lang, audio)
         return int(min(max(chars, s.shortest_chars), s.first_chunk_chars))
 
     def _next_chars_for(self, lang: str, slowdown: float) -> Callable[[int], float]:
@@ -210,7 +210,7 @@ class KokoroTTS:
 
         def next_chars(chars: int) -> float:
             playing = pace.audio_seconds(lang, chars) + s.sentence_pause
-            return pace.audio_made_within(playing / slowdown) / pace.audio_seconds(lang, 1)
+            return pace.chars_lasting(lang, pace.audio_made_within(playing / slowdown))
 
         return next_chars
 

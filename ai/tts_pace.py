@@ -61,10 +61,16 @@ class SynthesisPace:
 
     def audio_seconds(self, lang: str, chars: float) -> float:
         """About how long `chars` characters of `lang` last when spoken."""
+        return chars * self._seconds_per_char(lang)
+
+    def chars_lasting(self, lang: str, seconds: float) -> float:
+        """About how many characters of `lang` take `seconds` to say."""
+        return seconds / self._seconds_per_char(lang)
+
+    def _seconds_per_char(self, lang: str) -> float:
         with self._lock:
             spoken_chars, audio = self._spoken.get(lang, (0, 0.0))
-        per_char = audio / spoken_chars if spoken_chars else self._prior_seconds_per_char
-        return chars * per_char
+        return audio / spoken_chars if spoken_chars else self._prior_seconds_per_char
 
     def seconds_to_make(self, audio_seconds: float) -> float:
         return self.rate() * (audio_seconds + self._overhead)
