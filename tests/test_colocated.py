@@ -350,12 +350,12 @@ LINES = [
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.xfail(
-    reason="flaky (2026-12-01, quiet machine): after the echo fixes of this date, 1 of"
-    " the last 4 live runs passed every scenario. What still fails now and then: in (f)"
+    reason="flaky (2026-12-01): 2 of the last 6 live runs (4 by hand on a quiet machine,"
+    " 2 in fresh-clone CI) passed every scenario. What still fails now and then: in (f)"
     " AEC3's double-talk suppression lowers the talker below a neighbour's microphone,"
-    " which wins the automix for about a second; at a sentence's onset in (a) a"
-    " neighbour's microphone is not yet gated; and (e)'s ungrouping. These scenarios are"
-    " the acceptance test of issue 8; remove this mark when they pass every run.",
+    " which wins the automix for about a second; and at a sentence's onset in (a) a"
+    " neighbour's microphone is not yet gated. These scenarios are the acceptance test"
+    " of issue 8; remove this mark when they pass every run.",
     strict=False,
 )
 async def test_one_table_many_phones(peer_factory: PeerFactory, tmp_path: Path) -> None:
