@@ -24,6 +24,7 @@ from aiohttp import web
 from ai.models import ENGINES, MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
 from signaling.languages import table_languages, untranslated_languages
+from signaling.memory import freeze_start_up
 from signaling.tls import (
     HANDSHAKE_TIMEOUT_SECONDS,
     TLSSite,
@@ -409,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         mount_translation(app, load_engines(
             models, settings.threads, engine=settings.engine, english_from=settings.english_from,
         ))
+    logging.getLogger(__name__).debug(
+        "froze %d start-up objects out of the garbage collector's walks", freeze_start_up()
+    )
     asyncio.run(serve(settings, app, ssl_context, note))
     if not settings.no_translation:
         # Everything is closed by now: sockets, peer connections, and each model's thread

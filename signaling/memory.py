@@ -5,6 +5,15 @@ whose DTLS, SRTP and Opus state lives in C, in each receiving thread's own arena
 reuse, and returns only what lies at the very top of its heap. A server that rides out
 such bursts would keep its high-water mark for good; `malloc_trim` gives back every free
 page, and costs a few milliseconds, so it runs on a worker thread now and then.
+
+Much of what a burst leaves is not free yet, though: a closed peer connection is a web of
+reference cycles (aiortc's transports, transceivers and their callbacks) that only the
+cyclic garbage collector frees, and CPython runs a full collection only once the objects
+that survived since the last one reach a quarter of all long-lived objects. A server
+whose start-up made 550,000 of them (torch, transformers, aiortc) may wait hours for that,
+and then stalls its event loop for half a second to walk them all. So start-up's objects
+are frozen out of the collector (`freeze_start_up`), and each trim first collects what
+the server made since: milliseconds, on the loop, where asyncio's finalizers must run.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -43,11 +53,21 @@ def release_free_memory() -> bool:
     return True
 
 
+def freeze_start_up() -> int:
+    """Moves every object alive now (modules, models, the app) out of the cyclic garbage
+    collector's sight: none of them is garbage, and walking them is what makes a full
+    collection slow. Call it once, after start-up; returns how many objects it froze."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def trim_memory_periodically(
     interval: float = TRIM_INTERVAL_SECONDS,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An aiohttp cleanup context: every `interval` seconds while the app runs,
-    `release_free_memory` on a worker thread (never with `interval` 0)."""
+    """An aiohttp cleanup context: every `interval` seconds while the app runs, collect
+    cyclic garbage, then `release_free_memory` on a worker thread (never with `interval`
+    0)."""
 
     async def trimming(app: web.Application) -> AsyncIterator[None]:
         if interval <= 0:
@@ -63,11 +83,12 @@ def trim_memory_periodically(
 
 
 async def _trim_every(interval: float) -> None:
-    if _MALLOC_TRIM is None:
-        return
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
+        gc.collect()
+        if _MALLOC_TRIM is None:
+            continue
         try:
             await loop.run_in_executor(None, release_free_memory)
         except RuntimeError:  # the executor is shutting down with the server

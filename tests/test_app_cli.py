@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,8 +150,9 @@ def test_self_signed_certificate_is_made_once_and_reused(tmp_path: Path) -> None
 
 async def serve_once(
     args: list[str], env: dict[str, str], stop: signal.Signals = signal.SIGTERM
-) -> tuple[str, dict[str, object], int]:
-    """Start app.py, read its announcement, GET /health, stop it with `stop`."""
+) -> tuple[list[str], dict[str, object], int]:
+    """Start app.py, read its output up to its announcement (the last line returned),
+    GET /health, stop it with `stop`."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "app.py"),
@@ -162,12 +164,12 @@ async def serve_once(
         stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
+    startup: list[str] = []
     try:
         async with asyncio.timeout(60):
-            line = (await process.stdout.readline()).decode()
-            while "listening" not in line:
-                assert line, "app.py exited before listening"
-                line = (await process.stdout.readline()).decode()
+            while not startup or "listening" not in startup[-1]:
+                startup.append((await process.stdout.readline()).decode())
+                assert startup[-1], "app.py exited before listening"
             scheme = "http" if "--http" in args else "https"
             url = f"{scheme}://127.0.0.1:{env['BABBLEFISH_PORT']}/health"
             async with aiohttp.ClientSession() as session:
@@ -182,14 +184,15 @@ async def serve_once(
         if process.returncode is None:
             process.kill()
             await process.wait()
-    return line, health, code
+    return startup, health, code
 
 
 async def test_server_starts_with_tls_reuses_its_certificate_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
     env = {"BABBLEFISH_PORT": str(free_port()), "BABBLEFISH_DATA_DIR": str(tmp_path)}
-    line, health, code = await serve_once(["--host", "127.0.0.1"], env)
+    startup, health, code = await serve_once(["--host", "127.0.0.1"], env)
+    line = startup[-1]
     assert f"https://127.0.0.1:{env['BABBLEFISH_PORT']}/" in line and "self-signed" in line
     assert health["status"] == "ok" and health["rooms"] == 0 and health["participants"] == 0
     assert code == 0
@@ -208,10 +211,15 @@ async def test_server_starts_with_tls_reuses_its_certificate_and_stops_cleanly(
 
 async def test_plain_http_mode(tmp_path: Path) -> None:
     env = {"BABBLEFISH_PORT": str(free_port()), "BABBLEFISH_DATA_DIR": str(tmp_path)}
-    line, health, code = await serve_once(["--http", "--host", "127.0.0.1"], env)
-    assert line.strip().startswith("BabbleFish is listening: open http://127.0.0.1:")
+    startup, health, code = await serve_once(
+        ["--http", "--host", "127.0.0.1", "--log-level", "DEBUG"], env
+    )
+    assert startup[-1].strip().startswith("BabbleFish is listening: open http://127.0.0.1:")
     assert health["status"] == "ok" and code == 0
     assert not (tmp_path / "tls").exists()
+    # What start-up made is never garbage: the collector's full walks skip it.
+    frozen = [re.search(r"froze (\d+) start-up objects", line) for line in startup]
+    assert any(match and int(match[1]) > 10_000 for match in frozen), startup
 
 
 def test_missing_models_exit_with_one_message_naming_each_flag(tmp_path: Path) -> None:

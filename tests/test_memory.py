@@ -1,19 +1,23 @@
-"""The server gives the memory a burst used back to the system, where glibc would keep it."""
+"""The server gives the memory a burst used back to the system, where glibc would keep it,
+and frees the reference cycles a closed connection leaves, where CPython would wait."""
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from signaling.memory import release_free_memory
+from signaling.memory import freeze_start_up, release_free_memory
 from tests.fixtures.server import ServerFactory
 from tests.test_bad_input import eventually
 
 BURST_MB = 64
 
-pytestmark = pytest.mark.skipif(
+needs_malloc_trim = pytest.mark.skipif(
     not release_free_memory(), reason="the C library has no malloc_trim (not glibc)"
 )
 
@@ -33,6 +37,7 @@ def burst_freed_below_a_live_block() -> tuple[bytes, float]:
     return above, rss_mb()
 
 
+@needs_malloc_trim
 def test_release_free_memory_returns_a_freed_burst() -> None:
     above, held = burst_freed_below_a_live_block()
     assert release_free_memory()
@@ -40,6 +45,7 @@ def test_release_free_memory_returns_a_freed_burst() -> None:
     del above
 
 
+@needs_malloc_trim
 async def test_the_server_returns_freed_memory_on_its_own(
     babblefish_factory: ServerFactory,
 ) -> None:
@@ -47,3 +53,40 @@ async def test_the_server_returns_freed_memory_on_its_own(
     above, held = burst_freed_below_a_live_block()
     await eventually(lambda: rss_mb() < held - BURST_MB / 2)
     del above
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle, like a closed peer connection's transports
+
+
+@pytest.fixture
+def no_automatic_collection() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("no_automatic_collection")
+async def test_the_server_frees_reference_cycles_on_its_own(
+    babblefish_factory: ServerFactory,
+) -> None:
+    await babblefish_factory(memory_trim_interval=0.05)
+    node = _Node()
+    gone = weakref.ref(node)
+    del node
+    assert gone() is not None  # only the cyclic collector can free it
+    await eventually(lambda: gone() is None)
+
+
+def test_start_up_objects_are_frozen_out_of_the_collectors_walks() -> None:
+    before = _Node()
+    try:
+        assert freeze_start_up() > 0
+        after = _Node()  # what the server makes once it runs is still collected
+        tracked = {id(o) for o in gc.get_objects()}
+        assert id(before) not in tracked and id(after) in tracked
+    finally:
+        gc.unfreeze()
