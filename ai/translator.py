@@ -93,6 +93,25 @@ def _check_language(code: object, allowed: frozenset[str], ability: str) -> str:
     return code
 
 
+def _targets(targets: Sequence[str], written: frozenset[str]) -> tuple[str, ...]:
+    """Each target once, in order; raises `UnknownLanguage` for one that cannot be written."""
+    return tuple(dict.fromkeys(_check_language(t, written, "written") for t in targets))
+
+
+def _text_job(
+    texts: Sequence[str], source_lang: str, target_lang: str, languages: frozenset[str],
+    by: str = "",
+) -> tuple[list[str], str, str]:
+    """Checked texts, source and target for a text translation, or a `TranslationError`."""
+    if isinstance(texts, str) or not texts:
+        raise TranslationError("texts must be a non-empty list of strings")
+    return (
+        [check_text(text) for text in texts],
+        _check_language(source_lang, languages, f"read{by}"),
+        _check_language(target_lang, languages, f"written{by}"),
+    )
+
+
 def _priors(batch: Sequence[object], priors: Sequence[str | None]) -> list[str | None]:
     """One prior per item; an unknown one is dropped (it only ever biases detection)."""
     if priors and len(priors) != len(batch):
@@ -184,9 +203,7 @@ class SeamlessTranslator:
         samples = check_audio(audio, self.max_seconds)
         if source_lang is not None:
             _check_language(source_lang, HEARD, "heard")
-        wanted = tuple(
-            dict.fromkeys(_check_language(t, self.text_languages, "written") for t in targets)
-        )
+        wanted = _targets(targets, self.text_languages)
         tried: tuple[str, ...] = ()
         if source_lang is None:
             extra = [_check_language(c, self.text_languages, "detected") for c in candidates]
@@ -221,12 +238,8 @@ class SeamlessTranslator:
     async def translate_text(
         self, texts: Sequence[str], source_lang: str, target_lang: str
     ) -> list[str]:
-        if isinstance(texts, str) or not texts:
-            raise TranslationError("texts must be a non-empty list of strings")
-        checked = [check_text(text) for text in texts]
-        source = _check_language(source_lang, self.text_languages, "read")
-        target = _check_language(target_lang, self.text_languages, "written")
-        return await self._thread.run(self.engine.translate_text, checked, source, target)
+        job = _text_job(texts, source_lang, target_lang, self.text_languages)
+        return await self._thread.run(self.engine.translate_text, *job)
 
     async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
         checked = check_text(text)
@@ -299,9 +312,7 @@ class CascadeTranslator:
             samples = check_audio(audio, self.max_seconds)
             if source is not None:
                 _check_language(source, self.heard_languages, "heard by Whisper")
-            wanted = tuple(dict.fromkeys(
-                _check_language(t, self.text_languages, "written") for t in targets
-            ))
+            wanted = _targets(targets, self.text_languages)
             jobs.append(CascadeJob(samples, source, wanted, prior))
         if not jobs:
             return []
@@ -310,13 +321,9 @@ class CascadeTranslator:
     async def translate_text(
         self, texts: Sequence[str], source_lang: str, target_lang: str
     ) -> list[str]:
-        if isinstance(texts, str) or not texts:
-            raise TranslationError("texts must be a non-empty list of strings")
-        checked = [check_text(text) for text in texts]
-        readable = self.engine.readable_languages
-        source = _check_language(source_lang, readable, "read by the text translator")
-        target = _check_language(target_lang, readable, "written by the text translator")
-        return await self._thread.run(self.engine.translate_text, checked, source, target)
+        job = _text_job(texts, source_lang, target_lang, self.engine.readable_languages,
+                        " by the text translator")
+        return await self._thread.run(self.engine.translate_text, *job)
 
     async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
         raise UnknownLanguage("the cascade engine has no voice of its own; Kokoro speaks")
