@@ -70,6 +70,22 @@ async def everyone_connected(*peers: TestPeer) -> dict[TestPeer, int]:
     return {peer: peer.recorder.mark() for peer in peers}
 
 
+async def alice_about_to_speak_to_bruno(
+    server: TestServer, peer_factory: PeerFactory, room: str, speech: Speech,
+    bruno_mix: dict[str, Any] | None = None,
+) -> tuple[TestPeer, TestPeer, dict[TestPeer, int]]:
+    """Alice (eng), whose microphone holds `speech`, and Bruno (spa, with `bruno_mix` set
+    before media flows) in `room`, media flowing both ways; Alice has not spoken yet."""
+    alice, bruno = [await peer_factory(server) for _ in range(2)]
+    await alice.join(room, "Alice", "eng")
+    await bruno.join(room, "Bruno", "spa")
+    if bruno_mix:
+        await bruno.send({"type": "set_mix", **bruno_mix})
+    await alice.connect(speech.audio)
+    await bruno.connect()
+    return alice, bruno, await everyone_connected(alice, bruno)
+
+
 async def test_english_speech_is_heard_translated_in_spanish_and_original_in_english(
     live_server: TestServer, peer_factory: PeerFactory, english_speech: Speech
 ) -> None:
@@ -222,14 +238,10 @@ async def test_a_translator_failure_marks_that_caption_and_the_room_goes_on(
 ) -> None:
     translator = ScriptedTranslator(lines=("Seguimos con la reunión.",), fail_on=frozenset({0}))
     server, _ = await scripted_server(translator)
-    alice, bruno = [await peer_factory(server) for _ in range(2)]
     speech = compose([0.5, "This one fails.", 1.2, "This one is translated.", 1.0], rate=MIX_RATE)
-    await alice.join("flaky", "Alice", "eng")
-    await bruno.join("flaky", "Bruno", "spa")
-    await bruno.send({"type": "set_mix", "original": 0})
-    await alice.connect(speech.audio)
-    await bruno.connect()
-    starts = await everyone_connected(alice, bruno)
+    alice, bruno, starts = await alice_about_to_speak_to_bruno(
+        server, peer_factory, "flaky", speech, bruno_mix={"original": 0}
+    )
     alice.mic.play()
 
     for peer in (alice, bruno):  # the speaker sees their own failed caption too
@@ -255,13 +267,8 @@ async def test_a_speaker_who_leaves_mid_utterance_leaves_nothing_behind(
 ) -> None:
     translator = ScriptedTranslator(hold=asyncio.Event())
     server, live = await scripted_server(translator)
-    alice, bruno = [await peer_factory(server) for _ in range(2)]
     speech = compose([0.3, "I have to go now.", 1.0], rate=MIX_RATE)
-    await alice.join("exit", "Alice", "eng")
-    await bruno.join("exit", "Bruno", "spa")
-    await alice.connect(speech.audio)
-    await bruno.connect()
-    await everyone_connected(alice, bruno)
+    alice, bruno, _ = await alice_about_to_speak_to_bruno(server, peer_factory, "exit", speech)
     alice.mic.play()
     await translator.wait_for(1)  # her utterance is in the translator now
     room = live.rooms["exit"]
@@ -362,16 +369,12 @@ async def test_who_joins_while_an_utterance_is_translated_gets_no_caption_of_it(
     arrives later would otherwise keep its partial caption ("translating…") for good."""
     translator = ScriptedTranslator(lines=("Hola a todos.",), hold=asyncio.Event())
     server, _ = await scripted_server(translator)
-    alice, bruno, carol = [await peer_factory(server) for _ in range(3)]
     speech = compose([0.3, "Good morning everyone.", 1.0], rate=MIX_RATE)
-    await alice.join("late", "Alice", "eng")
-    await bruno.join("late", "Bruno", "spa")
-    await alice.connect(speech.audio)
-    await bruno.connect()
-    await everyone_connected(alice, bruno)
+    alice, bruno, _ = await alice_about_to_speak_to_bruno(server, peer_factory, "late", speech)
     alice.mic.play()
     await translator.wait_for(1)  # dispatched to English and Spanish, held in the translator
 
+    carol = await peer_factory(server)
     await carol.join("late", "Carol", "fra")
     assert translator.hold is not None
     translator.hold.set()
