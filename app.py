@@ -213,8 +213,9 @@ FLAGS: list[Flag] = [
     Flag("--max-upload-bytes", "max_upload_bytes", "largest REST request body", _positive,
          metavar="BYTES"),
     Flag("--memory-trim-interval", "memory_trim_interval",
-         "seconds between returns of freed memory to the system (glibc's malloc_trim, "
-         "on a worker thread), so a burst's high-water mark is not kept; 0: never",
+         "seconds between collections of cyclic garbage (what closed connections leave) "
+         "and returns of freed memory to the system (glibc's malloc_trim, on a worker "
+         "thread), so a burst's high-water mark is not kept; 0: never",
          _grace_seconds, metavar="SECONDS"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     Flag("--no-translation", "no_translation",
