@@ -135,7 +135,9 @@ def create_app(
 
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(stop_mixing)
-    app.cleanup_ctx.append(trim_memory_periodically(settings.memory_trim_interval))
+    app.cleanup_ctx.append(
+        trim_memory_periodically(settings.memory_trim_interval, app[SIGNALING].rooms.mixing)
+    )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)
     app.router.add_get("/languages", list_languages)

@@ -3,6 +3,7 @@ and frees the reference cycles a closed connection leaves, where CPython would w
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 import weakref
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from signaling.memory import freeze_start_up, release_free_memory
+from signaling.rooms import Rooms
 from tests.fixtures.server import ServerFactory
 from tests.test_bad_input import eventually
 
@@ -78,6 +80,22 @@ async def test_the_server_frees_reference_cycles_on_its_own(
     gone = weakref.ref(node)
     del node
     assert gone() is not None  # only the cyclic collector can free it
+    await eventually(lambda: gone() is None)
+
+
+@pytest.mark.usefixtures("no_automatic_collection")
+async def test_no_collection_stalls_the_loop_while_a_room_mixes_audio(
+    babblefish_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mixing = True
+    monkeypatch.setattr(Rooms, "mixing", lambda self: mixing)
+    await babblefish_factory(memory_trim_interval=0.01)
+    node = _Node()
+    gone = weakref.ref(node)
+    del node
+    await asyncio.sleep(0.2)  # twenty intervals
+    assert gone() is not None
+    mixing = False
     await eventually(lambda: gone() is None)
 
 
