@@ -9,9 +9,10 @@ page, and costs a few milliseconds, so it runs on a worker thread now and then.
 Much of what a burst leaves is not free yet, though: a closed peer connection is a web of
 reference cycles (aiortc's transports, transceivers and their callbacks) that only the
 cyclic garbage collector frees, and CPython runs a full collection only once the objects
-that survived since the last one reach a quarter of all long-lived objects. A server
-whose start-up made 550,000 of them (torch, transformers, aiortc) may wait hours for that,
-and then stalls its event loop for half a second to walk them all. So start-up's objects
+that survived since the last one reach a quarter of all long-lived objects. Start-up
+makes 550,000 of them (torch, transformers, aiortc): an idle server never gets there, and
+a busy one then stalls its event loop for about half a second to walk them all (measured
+with the translation modules imported, 2 cores). So start-up's objects
 are frozen out of the collector (`freeze_start_up`), and each trim first collects what
 the server made since, on the loop, where asyncio's finalizers must run. That still walks
 every live connection (50-90 ms with 20 people in a room or 1,000 sockets open), longer
