@@ -35,40 +35,49 @@ async def until(condition: asyncio.Event) -> None:
         await condition.wait()
 
 
+class Submitted:
+    """The pipeline's end of a feeder: keeps each utterance and says one came."""
+
+    def __init__(self) -> None:
+        self.utterances: list[Utterance] = []
+        self.got = asyncio.Event()
+
+    def __call__(self, utterance: Utterance) -> None:
+        self.utterances.append(utterance)
+        self.got.set()
+
+    async def next(self) -> Utterance:
+        await until(self.got)
+        self.got.clear()
+        return self.utterances[-1]
+
+
 async def test_a_feeder_submits_each_utterance_in_the_language_spoken_now(
     rooms: Rooms, english_speech: Speech
 ) -> None:
     ann = rooms.join("r", "Ann", "eng", lambda message: None)
-    submitted: list[Utterance] = []
-    got = asyncio.Event()
-
-    def submit(utterance: Utterance) -> None:
-        submitted.append(utterance)
-        got.set()
-
-    feeders = Feeders("r", VadSettings(), submit)
+    submitted = Submitted()
+    feeders = Feeders("r", VadSettings(), submitted)
     feeders.start(ann)
     assert list(feeders) == [ann.id]
     rooms.set_lang(ann, "spa")
     speak(ann, english_speech)
-    await until(got)
-    (utterance,) = submitted
+    utterance = await submitted.next()
+    assert len(submitted.utterances) == 1
     # Nothing pinned: the language is left to detect, favouring the one she declared now.
     assert utterance.source_id == ann.id and utterance.declared_lang == "spa"
     assert utterance.source_lang is None
 
     ann.pin_spoken("eng")  # "I speak: English"
-    got.clear()
     speak(ann, english_speech, at=len(english_speech.audio) / MIX_RATE)
-    await until(got)
-    assert submitted[-1].source_lang == "eng" and submitted[-1].declared_lang == "eng"
+    utterance = await submitted.next()
+    assert utterance.source_lang == "eng" and utterance.declared_lang == "eng"
 
     ann.pin_spoken(None)  # back to "detect", after she was heard speaking French
     ann.spoke("fra")
-    got.clear()
     speak(ann, english_speech, at=2 * len(english_speech.audio) / MIX_RATE)
-    await until(got)
-    assert submitted[-1].source_lang is None and submitted[-1].declared_lang == "fra"
+    utterance = await submitted.next()
+    assert utterance.source_lang is None and utterance.declared_lang == "fra"
 
     await feeders.stop(ann.id)
     assert list(feeders) == [] and feeders.queued == 0
@@ -114,19 +123,13 @@ async def test_speech_cut_off_by_a_dropped_connection_is_submitted_without_waiti
     rooms: Rooms, english_speech: Speech
 ) -> None:
     ann = rooms.join("r", "Ann", "eng", lambda message: None)
-    submitted: list[Utterance] = []
-    got = asyncio.Event()
-
-    def submit(utterance: Utterance) -> None:
-        submitted.append(utterance)
-        got.set()
-
-    feeders = Feeders("r", VadSettings(), submit)
+    submitted = Submitted()
+    feeders = Feeders("r", VadSettings(), submitted)
     feeders.start(ann)
     voiced_end = int(english_speech.voiced[0][1] * MIX_RATE)
     cut = Speech(english_speech.audio[: voiced_end // 2], english_speech.rate, [])
     speak(ann, cut)  # mid-sentence, her packets stop: nothing more ever arrives
-    await until(got)
-    (utterance,) = submitted
+    utterance = await submitted.next()
+    assert len(submitted.utterances) == 1
     assert utterance.source_id == ann.id and utterance.duration > 0.5
     await feeders.close()
