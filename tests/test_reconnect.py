@@ -28,7 +28,13 @@ from tests.fixtures.server import ServerFactory, signaling_of
 from tests.fixtures.speech import compose
 from tests.fixtures.webrtc import PeerFactory, TestPeer
 from tests.test_bad_input import a_real_offer, eventually, expect_error
-from tests.test_live import Message, assert_speech_like, everyone_connected, final_caption
+from tests.test_live import (
+    Message,
+    alice_about_to_speak_to_bruno,
+    assert_speech_like,
+    everyone_connected,
+    final_caption,
+)
 from tests.test_live import next_message as next_message_of
 
 
@@ -81,18 +87,26 @@ async def voiceprint_server(
     offer_host_addresses(None)
 
 
+async def alice_and_bruno_connected(
+    server: TestServer, peer_factory: PeerFactory, room: str
+) -> tuple[TestPeer, TestPeer]:
+    """Two English speakers in `room`, each with a connected peer connection."""
+    alice, bruno = [await peer_factory(server) for _ in range(2)]
+    await alice.join(room, "Alice", "eng")
+    await bruno.join(room, "Bruno", "eng")
+    await alice.connect()
+    await bruno.connect()
+    return alice, bruno
+
+
 async def test_a_dropped_speaker_resumes_with_the_same_id_voice_and_mix(
     voiceprint_server: tuple[TestServer, ScriptedTranslator], peer_factory: PeerFactory
 ) -> None:
     server, translator = voiceprint_server
     sentence = compose([0.3, "Good morning everyone, let us begin.", 1.2], rate=MIX_RATE)
-    alice, bruno = [await peer_factory(server) for _ in range(2)]
-    await alice.join("table", "Alice", "eng")
-    await bruno.join("table", "Bruno", "spa")
-    await bruno.send({"type": "set_mix", "original": 0})
-    await alice.connect(sentence.audio)
-    await bruno.connect()
-    await everyone_connected(alice, bruno)
+    alice, bruno, _ = await alice_about_to_speak_to_bruno(
+        server, peer_factory, "table", sentence, bruno_mix={"original": 0}
+    )
     watch = Watch(bruno)
     alice.mic.play()
     before = await watch.until(final_caption("spa"))
@@ -140,11 +154,7 @@ async def test_a_phone_on_a_new_network_takes_over_its_old_connection(
 ) -> None:
     """The old socket has not noticed the network change yet when the new one resumes."""
     signaling = signaling_of(babblefish)
-    alice, bruno = [await peer_factory(babblefish) for _ in range(2)]
-    await alice.join("move", "Alice", "eng")
-    await bruno.join("move", "Bruno", "eng")
-    await alice.connect()
-    await bruno.connect()
+    alice, bruno = await alice_and_bruno_connected(babblefish, peer_factory, "move")
 
     mobile = await peer_factory(babblefish)
     await mobile.resume(alice.resume_token)
@@ -163,11 +173,7 @@ async def test_a_wrong_or_expired_token_is_refused_and_the_grace_ends_in_a_leave
 ) -> None:
     server = await babblefish_factory(resume_grace=0.2)
     signaling = signaling_of(server)
-    alice, bruno = [await peer_factory(server) for _ in range(2)]
-    await alice.join("late", "Alice", "eng")
-    await bruno.join("late", "Bruno", "eng")
-    await alice.connect()
-    await bruno.connect()
+    alice, bruno = await alice_and_bruno_connected(server, peer_factory, "late")
     watch = Watch(bruno)
 
     stranger = await peer_factory(server)
@@ -211,11 +217,7 @@ async def test_failed_media_on_a_live_socket_is_resumed_too(
     babblefish: TestServer, peer_factory: PeerFactory
 ) -> None:
     signaling = signaling_of(babblefish)
-    alice, bruno = [await peer_factory(babblefish) for _ in range(2)]
-    await alice.join("ice", "Alice", "eng")
-    await bruno.join("ice", "Bruno", "eng")
-    await alice.connect()
-    await bruno.connect()
+    alice, bruno = await alice_and_bruno_connected(babblefish, peer_factory, "ice")
     watch = Watch(bruno)
 
     assert alice.pc is not None
