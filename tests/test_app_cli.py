@@ -148,28 +148,39 @@ def test_self_signed_certificate_is_made_once_and_reused(tmp_path: Path) -> None
     }
 
 
-async def serve_once(
-    args: list[str], env: dict[str, str], stop: signal.Signals = signal.SIGTERM
-) -> tuple[list[str], dict[str, object], int]:
-    """Start app.py, read its output up to its announcement (the last line returned),
-    GET /health, stop it with `stop`."""
+async def start_app(
+    *args: str, env: dict[str, str] | None = None, start_within: float = 60
+) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """Starts app.py with `args`; returns it once it listens, with its output until then
+    (the announcement last). The caller stops it."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "app.py"),
-        "--no-translation",  # rooms only: the engines are tested on their own fixtures
-        *args,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        sys.executable, str(ROOT / "app.py"), *args, cwd=ROOT, env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
     startup: list[str] = []
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(start_within):
             while not startup or "listening" not in startup[-1]:
                 startup.append((await process.stdout.readline()).decode())
-                assert startup[-1], "app.py exited before listening"
+                assert startup[-1], "app.py exited before listening:\n" + "".join(startup)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process, startup
+
+
+async def serve_once(
+    args: list[str], env: dict[str, str], stop: signal.Signals = signal.SIGTERM
+) -> tuple[list[str], dict[str, object], int]:
+    """Start app.py (rooms only: the engines are tested on their own fixtures), read its
+    output up to its announcement (the last line returned), GET /health, stop it with
+    `stop`."""
+    process, startup = await start_app("--no-translation", *args, env=env)
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
             scheme = "http" if "--http" in args else "https"
             url = f"{scheme}://127.0.0.1:{env['BABBLEFISH_PORT']}/health"
             async with aiohttp.ClientSession() as session:
@@ -261,23 +272,17 @@ async def test_sigterm_with_the_engines_loaded_and_speech_in_flight_exits_0(
     tmp_path: Path, tiny_seamless_dir: Path, wespeaker_dir: Path, test_assets: TestAssets
 ) -> None:
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "app.py"), "--http", "--host", "127.0.0.1",
-        "--port", str(port), "--data-dir", str(tmp_path),
+    process, startup = await start_app(
+        "--http", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path),
         "--seamless-model", str(tiny_seamless_dir), "--speaker-model", str(wespeaker_dir),
         "--kokoro-model", str(test_assets.kokoro_model),
         "--kokoro-voices", str(test_assets.kokoro_voices),
-        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={"HF_HUB_OFFLINE": "1"}, start_within=600,  # start-up warms every Kokoro language
     )
     assert process.stdout is not None
-    output = b""
+    output = "".join(startup).encode()
     try:
-        async with asyncio.timeout(600):  # start-up warms every Kokoro language
-            while b"listening" not in output:
-                line = await process.stdout.readline()
-                assert line, f"app.py exited before listening:\n{output.decode()}"
-                output += line
+        async with asyncio.timeout(600):
             base = f"http://127.0.0.1:{port}"
             text = "Good morning everyone, today we talk about the new project and its parts."
             async with aiohttp.ClientSession() as session:
@@ -314,16 +319,9 @@ async def test_connections_that_never_complete_a_request_are_closed(tmp_path: Pa
     port = free_port()
     env = {"BABBLEFISH_PORT": str(port), "BABBLEFISH_DATA_DIR": str(tmp_path),
            "BABBLEFISH_IDLE_TIMEOUT": "0.5"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "app.py"), "--no-translation", "--http", "--host", "127.0.0.1",
-        cwd=ROOT, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
+    process, _ = await start_app("--no-translation", "--http", "--host", "127.0.0.1", env=env)
     try:
         async with asyncio.timeout(60):
-            while b"listening" not in (line := await process.stdout.readline()):
-                assert line, "app.py exited before listening"
             silent = await asyncio.open_connection("127.0.0.1", port)
             trickle = await asyncio.open_connection("127.0.0.1", port)
             trickle[1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a slowloris never ends it
@@ -342,16 +340,8 @@ async def test_a_connection_that_never_finishes_its_tls_handshake_is_closed(
     port = free_port()
     env = {"BABBLEFISH_PORT": str(port), "BABBLEFISH_DATA_DIR": str(tmp_path),
            "BABBLEFISH_TLS_HANDSHAKE_TIMEOUT": "0.5", "BABBLEFISH_IDLE_TIMEOUT": "600"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "app.py"), "--no-translation", "--host", "127.0.0.1",
-        cwd=ROOT, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
+    process, _ = await start_app("--no-translation", "--host", "127.0.0.1", env=env)
     try:
-        async with asyncio.timeout(60):
-            while b"listening" not in (line := await process.stdout.readline()):
-                assert line, "app.py exited before listening"
         mute, _ = await asyncio.open_connection("127.0.0.1", port)  # TCP only, no ClientHello
         half, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"\x16\x03\x01")  # the first bytes of a handshake, never the rest
