@@ -38,6 +38,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from bench.running import run
 from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
 from tests.fixtures.processes import free_port
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per case")
     options = parser.parse_args(args)
     sizes = [int(size) for size in options.sizes.split(",")]
-    asyncio.run(bench(sizes, options.seconds))
+    run(bench(sizes, options.seconds))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ from aiortc import RTCRtpReceiver
 
 from ai.vad import VadSettings
 from ai.worker import PriorityWorker
+from bench.running import run
 from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.ice import offer_host_addresses
 from media.inbound import rms_dbfs
@@ -1064,7 +1065,7 @@ def main() -> None:
     if args.loss:
         from bench.uplink_loss import measure
 
-        print(asyncio.run(measure(free_port(), args.loss)), flush=True)
+        print(run(measure(free_port(), args.loss)), flush=True)
         return
 
     if args.serve is not None:
@@ -1077,7 +1078,7 @@ def main() -> None:
     doc = __doc__ or ""
     print(f"bench.latency on {os.cpu_count()} CPUs, device {args.device}\n"
           + doc[doc.index("Topology:"):], flush=True)
-    scenarios = asyncio.run(bench(args))
+    scenarios = run(bench(args))
     if args.json is not None:
         args.json.write_text(json.dumps([
             {"title": sc.title, "speakers": sc.speakers, "failures": sc.failures,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.running import run
 from bench.soak import free_port, health, server_stats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     args = parser.parse_args()
-    asyncio.run(measure(args.rooms, args.seconds))
+    run(measure(args.rooms, args.seconds))
 
 
 if __name__ == "__main__":

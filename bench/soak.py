@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from bench.running import run
 from media.ice import offer_host_addresses
 from tests.fixtures.processes import free_port
 from tests.fixtures.webrtc import SpeechTrack
@@ -541,7 +542,7 @@ def main() -> None:
         "a burst's arenas while any object in them lives)",
     )
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(soak(0.1 if args.quick else 1.0, args.system_malloc)))
+    raise SystemExit(run(soak(0.1 if args.quick else 1.0, args.system_malloc)))
 
 
 if __name__ == "__main__":
