@@ -468,13 +468,13 @@ async def soak(scale: float, system_malloc: bool = False) -> int:
         passes = []
         for number in (1, 2):
             print(f"pass {number}:", flush=True)
-            for title, run in phases:
+            for title, phase in phases:
                 tally = Tally()
                 started = time.monotonic()
                 held: dict[str, int] | None = None
                 try:
                     async with asyncio.timeout(PHASE_TIMEOUT):
-                        held = await run(tally)
+                        held = await phase(tally)
                 except TimeoutError:
                     tally.violations.append(f"did not finish in {PHASE_TIMEOUT:g} s")
                 took = time.monotonic() - started
