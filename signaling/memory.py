@@ -16,8 +16,9 @@ with the translation modules imported, 2 cores). So start-up's objects
 are frozen out of the collector (`freeze_start_up`), and each trim first collects what
 the server made since, on the loop, where asyncio's finalizers must run. That still walks
 every live connection (50-90 ms with 20 people in a room or 1,000 sockets open), longer
-than a 20 ms mixer tick: it is skipped while any room is mixing audio, and CPython's own
-collector, cheaper now that start-up is frozen, frees cycles meanwhile.
+than a 20 ms mixer tick: it is skipped while any room is open, where someone's audio
+would stall, and CPython's own collector, cheaper now that start-up is frozen, frees
+cycles meanwhile.
 """
 
 from __future__ import annotations
@@ -71,17 +72,17 @@ def freeze_start_up() -> int:
 
 
 def trim_memory_periodically(
-    interval: float = TRIM_INTERVAL_SECONDS, mixing: Callable[[], bool] = lambda: False
+    interval: float = TRIM_INTERVAL_SECONDS, rooms_open: Callable[[], bool] = lambda: False
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp cleanup context: every `interval` seconds while the app runs, collect
-    cyclic garbage unless `mixing()` says some room's audio would glitch, then
+    cyclic garbage unless `rooms_open()` (someone's audio would stall), then
     `release_free_memory` on a worker thread (never with `interval` 0)."""
 
     async def trimming(app: web.Application) -> AsyncIterator[None]:
         if interval <= 0:
             yield
             return
-        task = asyncio.create_task(_trim_every(interval, mixing), name="memory-trim")
+        task = asyncio.create_task(_trim_every(interval, rooms_open), name="memory-trim")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -90,11 +91,11 @@ def trim_memory_periodically(
     return trimming
 
 
-async def _trim_every(interval: float, mixing: Callable[[], bool]) -> None:
+async def _trim_every(interval: float, rooms_open: Callable[[], bool]) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
-        if not mixing():
+        if not rooms_open():
             started = time.perf_counter()
             freed = gc.collect()
             log.debug("collected %d unreachable objects in %.1f ms", freed,

@@ -245,10 +245,6 @@ class Rooms:
         streams = sum(room.mixer.stats.encode_streams for room in self._rooms.values())
         return listeners, streams
 
-    def mixing(self) -> bool:
-        """Whether some room's mixer is ticking: its people would hear a stalled loop."""
-        return any(not room.mixer.sleeping for room in self._rooms.values())
-
     def mixer_totals(self) -> dict[str, int]:
         """Over every open room: mixers ticking (not asleep in a silent room), ticks run,
         late and skipped; for /health (an idle server runs no ticks at all)."""

@@ -136,7 +136,9 @@ def create_app(
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(stop_mixing)
     app.cleanup_ctx.append(
-        trim_memory_periodically(settings.memory_trim_interval, app[SIGNALING].rooms.mixing)
+        trim_memory_periodically(
+            settings.memory_trim_interval, lambda: len(app[SIGNALING].rooms) > 0
+        )
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", health)

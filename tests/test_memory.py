@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from signaling.memory import freeze_start_up, release_free_memory
-from signaling.rooms import Rooms
 from tests.fixtures.server import ServerFactory
+from tests.fixtures.webrtc import PeerFactory
 from tests.test_bad_input import eventually
 
 BURST_MB = 64
@@ -84,18 +84,18 @@ async def test_the_server_frees_reference_cycles_on_its_own(
 
 
 @pytest.mark.usefixtures("no_automatic_collection")
-async def test_no_collection_stalls_the_loop_while_a_room_mixes_audio(
-    babblefish_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+async def test_no_collection_stalls_the_loop_while_a_room_is_open(
+    babblefish_factory: ServerFactory, peer_factory: PeerFactory
 ) -> None:
-    mixing = True
-    monkeypatch.setattr(Rooms, "mixing", lambda self: mixing)
-    await babblefish_factory(memory_trim_interval=0.01)
+    server = await babblefish_factory(memory_trim_interval=0.01)
+    alice = await peer_factory(server)
+    await alice.join("open", "Alice", "eng")
     node = _Node()
     gone = weakref.ref(node)
     del node
     await asyncio.sleep(0.2)  # twenty intervals
     assert gone() is not None
-    mixing = False
+    await alice.send({"type": "leave"})
     await eventually(lambda: gone() is None)
 
 
