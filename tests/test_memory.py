@@ -62,6 +62,11 @@ class _Node:
         self.me = self  # a reference cycle, like a closed peer connection's transports
 
 
+def unreachable_cycle() -> weakref.ref[_Node]:
+    """A reference cycle nothing else holds: only the cyclic collector frees it."""
+    return weakref.ref(_Node())
+
+
 @pytest.fixture
 def no_automatic_collection() -> Iterator[None]:
     gc.disable()
@@ -76,9 +81,7 @@ async def test_the_server_frees_reference_cycles_on_its_own(
     babblefish_factory: ServerFactory,
 ) -> None:
     await babblefish_factory(memory_trim_interval=0.05)
-    node = _Node()
-    gone = weakref.ref(node)
-    del node
+    gone = unreachable_cycle()
     assert gone() is not None  # only the cyclic collector can free it
     await eventually(lambda: gone() is None)
 
@@ -90,9 +93,7 @@ async def test_no_collection_stalls_the_loop_while_a_room_is_open(
     server = await babblefish_factory(memory_trim_interval=0.01)
     alice = await peer_factory(server)
     await alice.join("open", "Alice", "eng")
-    node = _Node()
-    gone = weakref.ref(node)
-    del node
+    gone = unreachable_cycle()
     await asyncio.sleep(0.2)  # twenty intervals
     assert gone() is not None
     await alice.send({"type": "leave"})
