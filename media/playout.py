@@ -13,6 +13,13 @@ Policies, all counted in frames pulled (the mixer's clock), never wall time:
 - No overlap: an utterance keeps the floor while it has audio; the next starts
   on a fresh frame, so a frame never carries two speakers (the mixer leaves a
   listener's own translations out by frame origin).
+- No switching mid-sentence: an utterance being heard whose next piece of speech
+  is late keeps the floor, silent, for up to `resume_within` seconds, even while
+  a later one has audio. Half a sentence, the other speaker, then the rest would
+  be worse than a pause. On a slow two-core host, with two speakers translated
+  into two languages at once, Kokoro's next piece came over 4 s late; with 1.5 s
+  of patience, the next speaker cut in mid-sentence in about half the runs of
+  tests/test_live.py's two-speaker test.
 - Backlog: past `speedup_from` seconds of queued audio, playback speeds up
   along a ramp to `max_speed` (reached 2 s later), by cutting whole pitch
   periods found by waveform similarity and crossfading: pitch is kept, no
@@ -60,6 +67,8 @@ class _Queued:
     late: bool = False
     waited: int = 0
     """Frames this utterance held its turn, empty, while a later one had audio."""
+    stalled: int = 0
+    """Frames in a row this utterance, being heard, had no audio for."""
 
     def playable(self) -> bool:
         return self.audio.size >= FRAME_SAMPLES or (self.finished and self.audio.size > 0)
@@ -79,6 +88,7 @@ class TranslationPlayout:
         max_speed: float = 1.25,
         drop_past: float = 6.0,
         wait_for_late: float = 1.5,
+        resume_within: float = 8.0,
     ) -> None:
         if not 1.0 <= max_speed <= 2.0:
             raise ValueError("max_speed must be within [1, 2]")
@@ -93,6 +103,7 @@ class TranslationPlayout:
         self._max_speed = max_speed
         self._drop_past = drop_past * MIX_RATE
         self._wait_frames = round(wait_for_late * MIX_RATE / FRAME_SAMPLES)
+        self._resume_frames = round(resume_within * MIX_RATE / FRAME_SAMPLES)
         self._queue: list[_Queued] = []
         self._by_id: dict[str, _Queued] = {}
         self._reservations = itertools.count()
@@ -172,9 +183,14 @@ class TranslationPlayout:
             self.underruns += 1
             if self._on_underrun is not None:
                 self._on_underrun()
+            current.stalled += 1
+            if current.stalled <= self._resume_frames:
+                return None
+            current.late = True  # its turn is over: the rest plays once the floor is free
         queued = current if current is not None and current.playable() else self._next_ready()
         if queued is None:
             return None
+        queued.stalled = 0
         self._current = queued
         if not queued.started:
             queued.started = True

@@ -125,6 +125,41 @@ def test_silence_inside_an_utterance_whose_next_piece_is_late_is_counted() -> No
     assert playout.underruns == 2  # a finished utterance that played out is not starved
 
 
+def test_a_sentence_being_heard_keeps_the_floor_while_its_next_piece_is_late() -> None:
+    playout = TranslationPlayout("spa", wait_for_late=1.5, resume_within=4.0)
+    playout.reserve("alice's", "alice", 1.0)
+    playout.reserve("bob's", "bob", 2.0)
+    playout.feed("alice's", level(2 * FRAME_SAMPLES, 0.1))  # her first piece
+    playout.feed("bob's", level(3 * FRAME_SAMPLES, 0.2))
+    playout.finish("bob's")
+    assert [f.origin for f in (playout.pull(), playout.pull()) if f] == ["alice", "alice"]
+
+    silent = 0
+    while (frame := playout.pull()) is None and silent < 500:
+        silent += 1
+        if silent * FRAME_SAMPLES == 3 * MIX_RATE:  # her next piece, 3 s late
+            playout.feed("alice's", level(FRAME_SAMPLES, 0.1))
+            playout.finish("alice's")
+    assert silent * FRAME_SAMPLES == 3 * MIX_RATE
+    assert frame is not None and frame.origin == "alice"
+    assert [f.origin for f in drain(playout)] == ["bob"] * 3
+
+
+def test_a_sentence_whose_next_piece_never_comes_gives_up_the_floor_after_a_bound() -> None:
+    playout = TranslationPlayout("spa", wait_for_late=1.5, resume_within=4.0)
+    playout.reserve("alice's", "alice", 1.0)
+    playout.reserve("bob's", "bob", 2.0)
+    playout.feed("alice's", level(FRAME_SAMPLES, 0.1))
+    playout.feed("bob's", level(FRAME_SAMPLES, 0.2))
+    playout.finish("bob's")
+    assert (first := playout.pull()) is not None and first.origin == "alice"
+    silent = 0
+    while (frame := playout.pull()) is None:
+        silent += 1
+    assert silent * FRAME_SAMPLES == 4 * MIX_RATE
+    assert frame.origin == "bob"
+
+
 def test_below_two_seconds_of_backlog_audio_plays_unchanged() -> None:
     playout = TranslationPlayout("spa")
     audio = tone(1.9)
