@@ -39,7 +39,8 @@ class PipelineSink(Protocol):
     For each utterance, in this order: `on_dispatch` (unless refused), captions,
     speech per target language, then `on_finished`. Each target language of
     `on_dispatch` ends with exactly one `on_speech_end` or `on_error` for that
-    language, or all of them with one `on_error(lang=None)`. An utterance whose
+    language, or all of them with one `on_error(lang=None)` or `on_discarded`. An
+    utterance whose
     source is cancelled gets no further event: drop its source's playout
     reservations then.
     """
@@ -58,6 +59,10 @@ class PipelineSink(Protocol):
 
     def on_error(self, utterance: Utterance, message: str, lang: str | None) -> None:
         """`lang` failed, or the whole utterance when None; `message` says why."""
+
+    def on_discarded(self, utterance: Utterance) -> None:
+        """Translated, but no one's speech (`RoomPipeline`'s `heard_back`): release its
+        reservations; no caption or speech of it follows, only `on_finished`."""
 
     def on_finished(self, utterance: Utterance) -> None:
         """Done with this utterance, failed or not; its stamps are complete."""
@@ -113,8 +118,12 @@ class RoomPipeline:
         sink: PipelineSink,
         *,
         max_in_flight_per_source: int = 4,
+        heard_back: Callable[[Utterance], bool] = lambda _: False,
     ) -> None:
         self._engines = engines
+        self._heard_back = heard_back
+        """Whether a transcribed utterance is audio this room played, heard back by a
+        microphone: it is then discarded, never translated again."""
         self._identifier = identifier
         self._listening_langs = listening_langs
         self._cast_voice = cast_voice
@@ -191,6 +200,9 @@ class RoomPipeline:
             if not identifying.done():  # translation failed or was cancelled
                 identifying.cancel()
                 await asyncio.gather(identifying, return_exceptions=True)
+        if self._heard_back(utterance):
+            self._sink.on_discarded(utterance)
+            return
         self._caption(utterance, targets)
         await asyncio.gather(*(self._speak(utterance, lang) for lang in targets))
 

@@ -9,6 +9,7 @@ whose output a `RoomSink` plays and captions, and a feeder per participant that 
 - voiceprints: `ai.identify`
 - captions, speakers, latency as JSON: `signaling.captions`
 - playouts and playout progress: `signaling.room_sink`
+- translations heard back by a microphone, never translated again: `signaling.heard_back`
 - co-located phones (tables): `media.table`, wired in by `signaling.tables`
 - the `set_mix` / `rename_speaker` / `set_table` messages: `signaling.handlers`
 """
@@ -32,6 +33,7 @@ from media.playout import TranslationPlayout
 from signaling.captions import Announcer
 from signaling.feeders import Feeders
 from signaling.handlers import live_messages
+from signaling.heard_back import languages_near
 from signaling.messages import MessageRegistry
 from signaling.metrics import Metrics
 from signaling.room_sink import AwaitedPlayout, RoomSink
@@ -141,6 +143,9 @@ class LiveTranslation(RoomObserver):
             lambda: {p.lang for p in room.participants.values()},
             lambda speaker, lang, audio: self._cast(live, speaker, lang, audio),
             live.sink,
+            heard_back=lambda u: live.sink.played.heard_back(u, languages_near(
+                u.source_id, live.tables.groups, {p.id: p.lang for p in room.participants.values()}
+            )),
         )
         live.feeders = Feeders(
             room.id,

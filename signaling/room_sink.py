@@ -1,7 +1,8 @@
 """A room's pipeline output: speech into one playout per language, captions to listeners.
 
 It also follows each utterance until its translation starts playing in every language
-(or is dropped), to report latency and to observe the stage metrics once.
+(or is dropped), to report latency and to observe the stage metrics once, and keeps what
+was played when (`played`), so that a microphone that hears it back is not translated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from media.frames import FRAME_SAMPLES, MIX_RATE
 from media.mixer import RoomMixer
 from media.playout import TranslationPlayout
 from signaling.captions import Announcer
+from signaling.heard_back import PlayedTranslations
 from signaling.metrics import Metrics
 
 
@@ -44,6 +46,8 @@ class RoomSink:
         self._heard = heard
         self.playouts: dict[str, TranslationPlayout] = {}
         self.awaiting: dict[str, AwaitedPlayout] = {}
+        self.played = PlayedTranslations()
+        self._discarded: set[str] = set()
 
     def playout(self, lang: str) -> TranslationPlayout:
         """The room's playout of translations into `lang`, mixed from its first use."""
@@ -88,6 +92,8 @@ class RoomSink:
 
     def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
         self.playout(lang).feed(utterance.id, chunk)
+        text = utterance.translations.get(lang, "")
+        self.played.spoken(utterance.id, lang, text, len(chunk) / MIX_RATE)
 
     def on_speech_end(self, utterance: Utterance, lang: str) -> None:
         playout = self.playout(lang)
@@ -104,17 +110,29 @@ class RoomSink:
         self._announcer.caption(utterance, caption_lang, text, True, to=lang, error=message)
         self._done_with(utterance.id, lang)
 
+    def on_discarded(self, utterance: Utterance) -> None:
+        for playout in self.playouts.values():
+            playout.cancel(utterance.id)
+        self.awaiting.pop(utterance.id, None)
+        self._discarded.add(utterance.id)
+        self._metrics.dropped.labels("heard_back").inc()
+
     def on_finished(self, utterance: Utterance) -> None:
-        outcome = "failed" if utterance.error else "translated"
+        if utterance.id in self._discarded:
+            self._discarded.discard(utterance.id)
+            outcome = "heard_back"
+        else:
+            outcome = "failed" if utterance.error else "translated"
         self._metrics.utterances.labels(outcome).inc()
 
     # -- playout progress --------------------------------------------------------------
     def _started(self, lang: str, utterance_id: str) -> None:
+        now = time.monotonic()
+        self.played.started(utterance_id, lang, now)
         awaiting = self.awaiting.get(utterance_id)
         if awaiting is None:
             return
         utterance = awaiting.utterance
-        now = time.monotonic()
         if Stage.FIRST_SENT not in utterance.stamps:
             utterance.stamp(Stage.FIRST_SENT, now)
         if not awaiting.observed:

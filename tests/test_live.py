@@ -262,6 +262,44 @@ async def test_a_translator_failure_marks_that_caption_and_the_room_goes_on(
     assert 'babblefish_utterances_total{outcome="translated"} 1.0' in metrics
 
 
+async def test_a_translation_a_listeners_microphone_hears_back_is_not_translated_again(
+    scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
+) -> None:
+    """Bruno's phone plays Alice's translation aloud and its echo canceller lets it
+    through: his microphone sends it back. The recogniser hears the Spanish translation
+    (scripted, as a real one would hear it), and the room drops it instead of sending
+    Alice her own words back. Then Bruno speaks for himself, and that is translated."""
+    translation = "Hola a todos."
+    translator = ScriptedTranslator(
+        lines=(translation, "Thank you.", "Thank you all."),
+        transcripts=("Good morning everyone.", translation, "Gracias a todos."),
+    )
+    server, _ = await scripted_server(translator)
+    speech = compose([0.3, "Good morning everyone.", 1.2], rate=MIX_RATE)
+    alice, bruno, _ = await alice_about_to_speak_to_bruno(
+        server, peer_factory, "echo", speech, bruno_mix={"original": 0}
+    )
+    alice.mic.play()
+    await next_message(bruno, of_type("latency"))  # the translation is playing on his phone
+    playing = bruno.recorder.mark()
+    await bruno.recorder.wait_for(MIX_RATE)
+    bruno.mic.say(bruno.recorder.audio(playing))
+    await translator.wait_for(2)  # heard back, cut by the VAD and transcribed
+    while not bruno.mic.finished:  # noqa: ASYNC110 (the track exposes no event)
+        await asyncio.sleep(0.05)
+    bruno.mic.say(compose([0.3, "Thank you all.", 1.0], rate=MIX_RATE).audio)
+
+    caption = await next_message(
+        alice, lambda m: m["type"] == "caption" and m["speaker"]["participant"] == bruno.id
+    )
+    assert caption["text"] in {"Gracias a todos.", "Thank you all."}
+    await translator.wait_for(3)
+    async with aiohttp.ClientSession() as session:
+        metrics = await (await session.get(server.make_url("/metrics"))).text()
+    assert 'babblefish_dropped_utterances_total{reason="heard_back"} 1.0' in metrics
+    assert 'babblefish_utterances_total{outcome="heard_back"} 1.0' in metrics
+
+
 async def test_a_speaker_who_leaves_mid_utterance_leaves_nothing_behind(
     scripted_server: ScriptedServerFactory, peer_factory: PeerFactory
 ) -> None:

@@ -133,6 +133,9 @@ class Sink:
     def on_error(self, utterance: Utterance, message: str, lang: str | None) -> None:
         self._record("error", utterance.id, lang, message)
 
+    def on_discarded(self, utterance: Utterance) -> None:
+        self._record("discarded", utterance.id)
+
     def on_finished(self, utterance: Utterance) -> None:
         self._record("finished", utterance.id)
 
@@ -406,7 +409,8 @@ class RoomWiredSink(Sink):
         super().__init__()
         mixer = RoomMixer()
         announcer = Announcer(SignalingRoom("room", mixer), SpeakerRegistry())
-        self.room = RoomSink(mixer, announcer, Metrics())
+        self.metrics = Metrics()
+        self.room = RoomSink(mixer, announcer, self.metrics)
 
     def on_dispatch(self, utterance: Utterance, targets: Sequence[str], order_key: float) -> None:
         super().on_dispatch(utterance, targets, order_key)
@@ -427,6 +431,10 @@ class RoomWiredSink(Sink):
     def on_error(self, utterance: Utterance, message: str, lang: str | None) -> None:
         super().on_error(utterance, message, lang)
         self.room.on_error(utterance, message, lang)
+
+    def on_discarded(self, utterance: Utterance) -> None:
+        super().on_discarded(utterance)
+        self.room.on_discarded(utterance)
 
     def on_finished(self, utterance: Utterance) -> None:
         super().on_finished(utterance)
@@ -452,6 +460,37 @@ async def test_speech_plays_in_the_order_utterances_ended_even_if_voiced_out_of_
     while (frame := sink.room.playouts["spa"].pull()) is not None:
         origins.append(frame.origin)
     assert origins == ["alice", "alice", "bob", "bob"]
+
+
+async def test_an_utterance_heard_back_is_dropped_once_transcribed_and_gives_up_its_turn(
+    engines: PipelineEngines,
+) -> None:
+    sink = RoomWiredSink()
+    pipeline = RoomPipeline(
+        engines, Identifier(), lambda: {"eng", "spa"}, cast_voice, sink,
+        heard_back=lambda utterance: utterance.source_id == "bruno",
+    )
+    echo = Utterance(speech(), 0.0, 1.0, source_id="bruno", source_lang="eng")
+    then = Utterance(speech(), 0.5, 1.5, source_id="alice", source_lang="eng")
+    echo.stamp(Stage.VAD_END, 100.0)
+    then.stamp(Stage.VAD_END, 101.0)
+    pipeline.submit(echo)
+    await sink.until_finished(echo)
+    assert sink.of(echo) == [("dispatch", ("spa",)), ("discarded",), ("finished",)]
+    assert echo.transcript == "said 16000"  # it was heard, then found to be played audio
+    assert echo.id not in sink.room.playouts["spa"] and not sink.room.awaiting
+
+    pipeline.submit(then)
+    await sink.until_finished(then)
+    origins = []
+    while (frame := sink.room.playouts["spa"].pull()) is not None:
+        origins.append(frame.origin)
+    assert origins == ["alice", "alice"]  # nothing held its place
+    outcomes = {s.labels["outcome"]: s.value for s in sink.metrics.utterances.collect()[0].samples
+                if s.name.endswith("_total")}
+    assert outcomes == {"heard_back": 1.0, "translated": 1.0}
+    dropped = sink.metrics.dropped.labels("heard_back")._value.get()
+    assert dropped == 1.0
 
 
 async def test_bad_submissions_are_refused_clearly(engines: PipelineEngines) -> None:
