@@ -84,6 +84,7 @@ class TranslationPlayout:
         on_started: Callable[[str], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
         on_underrun: Callable[[], None] | None = None,
+        on_ended: Callable[[str], None] | None = None,
         speedup_from: float = 2.0,
         max_speed: float = 1.25,
         drop_past: float = 6.0,
@@ -98,6 +99,7 @@ class TranslationPlayout:
         self._on_started = on_started
         self._on_dropped = on_dropped
         self._on_underrun = on_underrun
+        self._on_ended = on_ended
         self._speedup_from = speedup_from * MIX_RATE
         self._speedup_ramp = _SPEEDUP_RAMP * MIX_RATE
         self._max_speed = max_speed
@@ -275,6 +277,8 @@ class TranslationPlayout:
     def _remove(self, queued: _Queued) -> None:
         if queued in self._queue:
             self._queue.remove(queued)
+            if queued.started and self._on_ended is not None:
+                self._on_ended(queued.utterance_id)
         if self._by_id.get(queued.utterance_id) is queued:
             del self._by_id[queued.utterance_id]
         if self._current is queued:

@@ -25,18 +25,25 @@ from ai.utterance import Stage, Utterance
 ECHO_DELAY = 1.5
 """Seconds from a frame leaving the server to its echo arriving back through a phone's
 microphone: downlink and jitter buffer, audio output, the air, uplink and jitter buffer
-(0.3-1 s measured on the simulated table), with room to spare."""
+(about 0.4 s in tests/test_colocated.py; the tables look for echoes up to 1 s late),
+with room to spare."""
 
 REMEMBERED = 60.0
-"""Seconds after it started that a played translation is kept."""
+"""Seconds after its first speech that a played translation is kept."""
 
 SIMILAR = 0.8
-"""Share of the heard text that must be found, in order, in a played one."""
+"""Share of the heard words that must be words of a played text. What leaks is often a
+fragment (the VAD cuts the echo at a playback's pauses), and a recogniser may repeat
+part of it ("good morning to everyone good morning to everyone", from whisper-base), so
+words count, not their order."""
 
-WHOLE_BELOW = 12
-"""Heard text shorter than this (letters and digits) must match a played text as a whole:
-a word or two found inside a longer translation ("sí", "okay") is as likely someone at
-the table saying it while it played."""
+FEWEST_WORDS = 3
+"""Fewer heard words than this must match a played text as a whole: a word or two found
+inside a longer translation ("sí", "okay") is as likely someone at the table saying it
+while it played. Text without spaces (Chinese, Japanese, Thai) counts characters."""
+
+UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR")
+"""Scripts written without spaces between words (Unicode character name prefixes)."""
 
 
 def languages_near(
@@ -64,7 +71,7 @@ class _Played:
     """Normalised."""
     queued: float
     started: float | None = None
-    seconds: float = 0.0
+    ended: float | None = None
 
 
 class PlayedTranslations:
@@ -74,20 +81,24 @@ class PlayedTranslations:
         self._clock = clock
         self._played: dict[tuple[str, str], _Played] = {}
 
-    def spoken(self, utterance_id: str, lang: str, text: str, seconds: float) -> None:
-        """`seconds` more of the translation `text` into `lang` went to its playout."""
+    def spoken(self, utterance_id: str, lang: str, text: str) -> None:
+        """Speech of the translation `text` into `lang` went to its playout."""
         key = (utterance_id, lang)
-        played = self._played.get(key)
-        if played is None:
+        if key not in self._played:
             self._forget_old()
-            played = self._played[key] = _Played(lang, normalise(text), self._clock())
-        played.seconds += seconds
+            self._played[key] = _Played(lang, normalise(text), self._clock())
 
     def started(self, utterance_id: str, lang: str, at: float) -> None:
         """Its first frame left the server at `at` (`time.monotonic()`)."""
         played = self._played.get((utterance_id, lang))
         if played is not None and played.started is None:
             played.started = at
+
+    def ended(self, utterance_id: str, lang: str, at: float) -> None:
+        """Its last frame left the server at `at`."""
+        played = self._played.get((utterance_id, lang))
+        if played is not None:
+            played.ended = at
 
     def heard_back(self, utterance: Utterance, langs: Collection[str]) -> bool:
         """Whether `utterance` is a translation into one of `langs` (those played near
@@ -102,8 +113,9 @@ class PlayedTranslations:
                 continue
             if utterance.source_lang is not None and played.lang != utterance.source_lang:
                 continue
-            ended = played.started + played.seconds + ECHO_DELAY
-            if last_voiced < played.started or first_voiced > ended:
+            if last_voiced < played.started:
+                continue
+            if played.ended is not None and first_voiced > played.ended + ECHO_DELAY:
                 continue
             if _similar(heard, played.text):
                 return True
@@ -116,8 +128,17 @@ class PlayedTranslations:
 
 
 def _similar(heard: str, played: str) -> bool:
-    matcher = SequenceMatcher(None, heard, played, autojunk=False)
-    if len(heard.replace(" ", "")) < WHOLE_BELOW:
-        return matcher.ratio() >= SIMILAR
-    found = sum(block.size for block in matcher.get_matching_blocks())
-    return found >= SIMILAR * len(heard)
+    if _unspaced(heard):
+        heard_words, played_words = list(heard), set(played.replace(" ", ""))
+    else:
+        heard_words, played_words = heard.split(), set(played.split())
+    if len(heard_words) < FEWEST_WORDS:
+        return SequenceMatcher(None, heard, played, autojunk=False).ratio() >= SIMILAR
+    found = sum(1 for word in heard_words if word in played_words)
+    return found >= SIMILAR * len(heard_words)
+
+
+def _unspaced(text: str) -> bool:
+    letters = text.replace(" ", "")
+    unspaced = sum(1 for ch in letters if unicodedata.name(ch, "").startswith(UNSPACED_SCRIPTS))
+    return unspaced > len(letters) / 2

@@ -58,6 +58,7 @@ class RoomSink:
                 on_started=lambda uid: self._started(lang, uid),
                 on_dropped=lambda uid: self._dropped(lang, uid),
                 on_underrun=lambda: self._metrics.underrun_seconds.inc(FRAME_SAMPLES / MIX_RATE),
+                on_ended=lambda uid: self.played.ended(uid, lang, time.monotonic()),
             )
             self._mixer.add_source(f"translation:{lang}", playout)
         return playout
@@ -92,8 +93,7 @@ class RoomSink:
 
     def on_speech(self, utterance: Utterance, lang: str, chunk: Audio) -> None:
         self.playout(lang).feed(utterance.id, chunk)
-        text = utterance.translations.get(lang, "")
-        self.played.spoken(utterance.id, lang, text, len(chunk) / MIX_RATE)
+        self.played.spoken(utterance.id, lang, utterance.translations.get(lang, ""))
 
     def on_speech_end(self, utterance: Utterance, lang: str) -> None:
         playout = self.playout(lang)

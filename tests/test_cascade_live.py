@@ -5,19 +5,26 @@ A Spanish speaker (real Kokoro ef_dora speech) talks into a room. Whisper-base
 `translate` task); Kokoro speaks that English; whisper-base, as the listener's ear,
 transcribes what arrived. The French listener's captions come from a tiny random
 NLLB: they check the mechanics only (French captions arrive, in order, without
-error), never their words, which are gibberish.
+error), never their words, which are gibberish. A phone whose microphone hears its own
+loudspeaker sends the English back, and whisper-base's transcript of it is recognised
+as played audio and dropped, never translated again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fractions
+import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import av
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ai.translator import CascadeTranslator
 from ai.tts import KokoroTTS
@@ -30,7 +37,7 @@ from signaling.web import ServerSettings, create_app
 from tests.fixtures.cascade import ENGLISH_CONTENT, content_words
 from tests.fixtures.kokoro import WhisperOracle
 from tests.fixtures.live import ScriptedServerFactory, ScriptedTranslator
-from tests.fixtures.webrtc import PeerFactory
+from tests.fixtures.webrtc import PeerFactory, Recorder
 from tests.test_live import GUARD, TranslationTap, everyone_connected, next_message, of_type
 
 Message = dict[str, Any]
@@ -120,6 +127,95 @@ async def test_spanish_speech_is_captioned_and_spoken_in_english_and_captioned_i
 
 def captioned(messages: list[Message]) -> set[str]:
     return set().union(*(content_words(m["text"]) for m in messages))
+
+
+class EchoingRecorder(Recorder):
+    """Records what the phone receives and hands each frame on to its microphone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: asyncio.Queue[np.ndarray] = asyncio.Queue()
+
+    def take(self, pcm: np.ndarray) -> None:
+        super().take(pcm)
+        self.heard.put_nowait(pcm)
+
+
+class LeakyMicrophone(MediaStreamTrack):
+    """A phone on speaker whose echo canceller lets its own playback through, 6 dB down:
+    the microphone sends back what the phone received as it plays."""
+
+    kind = "audio"
+
+    def __init__(self, heard: asyncio.Queue[np.ndarray]) -> None:
+        super().__init__()
+        self._heard = heard
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        pcm = await self._heard.get()
+        samples = (np.clip(pcm * 0.5, -1, 1) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :], format="s16", layout="mono")
+        frame.sample_rate = MIX_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, MIX_RATE)
+        self._pts += len(pcm)
+        return frame
+
+
+async def test_an_english_translation_a_microphone_leaks_back_is_not_translated_again(
+    cascade_server: Callable[[], Awaitable[tuple[TestServer, LiveTranslation]]],
+    peer_factory: PeerFactory, spanish_speech_48k: list[Audio],
+) -> None:
+    """Erin's microphone hears her loudspeaker: the English translation goes back to the
+    server as it plays. Whisper-base hears it (in pieces, cut at the playback's pauses)
+    as English close to the text it wrote, and the room drops each piece: Sofía never
+    gets her own sentence back, credited to Erin."""
+    server, live = await cascade_server()
+    sofia, erin = [await peer_factory(server) for _ in range(2)]
+    await sofia.join("loop", "Sofía", "spa")
+    await erin.join("loop", "Erin", "eng")
+    await erin.send({"type": "set_mix", "original": 0})
+    erin.recorder = EchoingRecorder()
+    erin.mic = LeakyMicrophone(erin.recorder.heard)
+    await sofia.connect()
+    await erin.connect()
+    await everyone_connected(sofia, erin)
+
+    tap = TranslationTap(live, "loop", ("eng",))
+    sofia.mic.say(padded(spanish_speech_48k[0]))
+    await tap.played_out()
+    await erin.recorder.wait_for(MIX_RATE)  # its echo has ended, and a VAD hangover more
+    room = live.rooms["loop"]
+    async with aiohttp.ClientSession() as http, asyncio.timeout(GUARD):
+        while True:
+            async with http.get(server.make_url("/metrics")) as response:
+                outcomes = utterance_outcomes(await response.text())
+            if room.pipeline.in_flight == 0 and outcomes.get("segmented", 0) == sum(
+                count for outcome, count in outcomes.items() if outcome != "segmented"
+            ):
+                break
+            await asyncio.sleep(0.2)
+
+    assert outcomes.get("heard_back", 0) >= 1, outcomes  # the echo did reach the recogniser
+    sent_to_sofia = [json.loads(frame.data) for frame in drain(sofia.inbox)
+                     if frame.type == aiohttp.WSMsgType.TEXT]
+    captions = [m for m in sent_to_sofia if m["type"] == "caption"]
+    assert captions and {m["speaker"]["participant"] for m in captions} == {sofia.id}
+
+
+def utterance_outcomes(metrics: str) -> dict[str, float]:
+    found = re.findall(r'babblefish_utterances_total\{outcome="(\w+)"\} ([0-9.]+)', metrics)
+    return {outcome: float(count) for outcome, count in found}
+
+
+def drain(queue: asyncio.Queue[aiohttp.WSMessage]) -> list[aiohttp.WSMessage]:
+    taken = []
+    while not queue.empty():
+        taken.append(queue.get_nowait())
+    return taken
 
 
 async def test_spoken_language_is_detected_favouring_the_declared_one_unless_pinned(

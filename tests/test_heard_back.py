@@ -34,12 +34,12 @@ def heard(transcript: str, lang: str | None, first_voiced: float, seconds: float
 
 
 def played(text: str = "Hola a todos, bienvenidos a la reunión de hoy.") -> PlayedTranslations:
-    """`text` into Spanish, 3 s of it, started at 1000 s."""
-    clock = Clock()
-    record = PlayedTranslations(clock)
-    record.spoken("u1", "spa", text, 2.0)
-    record.spoken("u1", "spa", text, 1.0)
+    """`text` into Spanish, played from 1000 s to 1003 s."""
+    record = PlayedTranslations(Clock())
+    record.spoken("u1", "spa", text)
+    record.spoken("u1", "spa", text)  # its next piece
     record.started("u1", "spa", 1000.0)
+    record.ended("u1", "spa", 1003.0)
     return record
 
 
@@ -50,9 +50,11 @@ def test_a_played_translation_heard_back_while_it_plays_is_recognised() -> None:
     assert record.heard_back(echo, {"spa", "eng"})
 
 
-def test_a_leaked_fragment_of_a_long_translation_is_recognised() -> None:
+def test_leaked_fragments_even_repeated_by_the_recogniser_are_recognised() -> None:
     record = played()
     assert record.heard_back(heard("bienvenidos a la reunión", "spa", 1001.2, 1.2), {"spa"})
+    assert record.heard_back(heard("a la reunión", "spa", 1001.9, 0.6), {"spa"})
+    assert record.heard_back(heard("hola a todos hola a todos hola", "spa", 1000.2, 1.5), {"spa"})
 
 
 def test_punctuation_case_and_accents_written_differently_do_not_matter() -> None:
@@ -68,6 +70,10 @@ def test_it_must_be_heard_while_or_just_after_it_played() -> None:
     assert not record.heard_back(heard(text, "spa", 996.0, 3.0), {"spa"})  # said before
     assert record.heard_back(heard(text, "spa", 1003.0 + ECHO_DELAY - 0.5, 2.0), {"spa"})
     assert not record.heard_back(heard(text, "spa", 1003.0 + ECHO_DELAY + 0.5, 2.0), {"spa"})
+    playing = PlayedTranslations(Clock())  # started, still playing (a stalled piece)
+    playing.spoken("u1", "spa", text)
+    playing.started("u1", "spa", 1000.0)
+    assert playing.heard_back(heard(text, "spa", 1009.0, 2.0), {"spa"})
 
 
 def test_only_languages_played_near_the_microphone_and_the_language_heard_count() -> None:
@@ -94,16 +100,24 @@ def test_a_word_or_two_must_match_a_translation_as_a_whole() -> None:
     assert short.heard_back(heard("si claro", "spa", 1000.2, 0.8), {"spa"})
 
 
+def test_writing_without_spaces_is_compared_character_by_character() -> None:
+    record = PlayedTranslations(Clock())
+    record.spoken("u1", "cmn", "大家好，今天我们讨论新项目。")
+    record.started("u1", "cmn", 1000.0)
+    assert record.heard_back(heard("今天我们讨论", "cmn", 1001.0, 1.0), {"cmn"})
+    assert not record.heard_back(heard("你好吗朋友们", "cmn", 1001.0, 1.0), {"cmn"})
+
+
 def test_nothing_counts_before_it_starts_playing_and_old_playback_is_forgotten() -> None:
     clock = Clock()
     record = PlayedTranslations(clock)
-    record.spoken("u1", "spa", "Muy bien, gracias.", 1.5)
+    record.spoken("u1", "spa", "Muy bien, gracias.")
     echo = heard("Muy bien, gracias.", "spa", 1000.2, 1.0)
     assert not record.heard_back(echo, {"spa"})  # queued, not played yet
     record.started("u1", "spa", 1000.0)
     assert record.heard_back(echo, {"spa"})
     clock.now += REMEMBERED + 1
-    record.spoken("u2", "spa", "Otra cosa.", 1.0)
+    record.spoken("u2", "spa", "Otra cosa.")
     assert not record.heard_back(echo, {"spa"})
 
 

@@ -109,6 +109,26 @@ def test_on_started_fires_once_per_utterance_at_its_first_frame() -> None:
     assert started == ["a", "b"]
 
 
+def test_on_ended_fires_once_an_utterance_heard_has_left_the_floor() -> None:
+    ended: list[str] = []
+    playout = TranslationPlayout("spa", on_ended=ended.append)
+    for uid, key in (("whole", 1.0), ("cut", 2.0), ("unheard", 3.0)):
+        playout.reserve(uid, "alice", key)
+    playout.feed("whole", level(2 * FRAME_SAMPLES, 0.1))
+    playout.finish("whole")
+    playout.feed("cut", level(5 * FRAME_SAMPLES, 0.1))
+    playout.pull()
+    assert ended == []  # still being heard
+    playout.pull()
+    assert ended == ["whole"]
+    playout.pull()  # "cut" starts, then is cancelled: its fade-out is its last frame
+    playout.cancel("cut")
+    playout.pull()
+    assert ended == ["whole", "cut"]
+    playout.cancel("unheard")
+    assert ended == ["whole", "cut"]  # never heard, so never ended
+
+
 def test_silence_inside_an_utterance_whose_next_piece_is_late_is_counted() -> None:
     underruns: list[None] = []
     playout = TranslationPlayout("spa", on_underrun=lambda: underruns.append(None))
