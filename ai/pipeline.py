@@ -40,9 +40,8 @@ class PipelineSink(Protocol):
     speech per target language, then `on_finished`. Each target language of
     `on_dispatch` ends with exactly one `on_speech_end` or `on_error` for that
     language, or all of them with one `on_error(lang=None)` or `on_discarded`. An
-    utterance whose
-    source is cancelled gets no further event: drop its source's playout
-    reservations then.
+    utterance whose source is cancelled gets no further event: drop its source's
+    playout reservations then.
     """
 
     def on_dispatch(self, utterance: Utterance, targets: Sequence[str], order_key: float) -> None:
