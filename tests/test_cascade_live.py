@@ -13,7 +13,6 @@ as played audio and dropped, never translated again.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,7 +36,7 @@ from signaling.web import ServerSettings, create_app
 from tests.fixtures.cascade import ENGLISH_CONTENT, content_words
 from tests.fixtures.kokoro import WhisperOracle
 from tests.fixtures.live import ScriptedServerFactory, ScriptedTranslator
-from tests.fixtures.webrtc import PeerFactory, Recorder
+from tests.fixtures.webrtc import PeerFactory, Recorder, microphone_frame
 from tests.test_live import GUARD, TranslationTap, everyone_connected, next_message, of_type
 
 Message = dict[str, Any]
@@ -156,11 +155,7 @@ class LeakyMicrophone(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         pcm = await self._heard.get()
-        samples = (np.clip(pcm * 0.5, -1, 1) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :], format="s16", layout="mono")
-        frame.sample_rate = MIX_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, MIX_RATE)
+        frame = microphone_frame(pcm * 0.5, self._pts)
         self._pts += len(pcm)
         return frame
 

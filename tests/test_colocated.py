@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import time
 from collections import deque
@@ -41,12 +40,12 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from scipy.signal import firwin, lfilter
 
-from media.frames import FRAME_SAMPLES, MIX_RATE
+from media.frames import FRAME_SAMPLES
 from media.resample import Decimator
 from tests.acoustic_room import BLOCK, RATE, AcousticRoom, RoomStream, Signal, table_of
 from tests.fixtures.served import ServedServer, served
 from tests.fixtures.speech import compose
-from tests.fixtures.webrtc import PeerFactory, Recorder, TestPeer
+from tests.fixtures.webrtc import PeerFactory, Recorder, TestPeer, microphone_frame
 
 GUARD = 240.0
 """Only a hang waits this long: every wait below ends on an event or a state."""
@@ -89,11 +88,7 @@ class RoomMicrophone(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         pcm = await self._frames.get()
-        samples = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :], format="s16", layout="mono")
-        frame.sample_rate = MIX_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, MIX_RATE)
+        frame = microphone_frame(pcm, self._pts)
         self._pts += len(pcm)
         return frame
 
