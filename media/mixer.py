@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -90,8 +91,10 @@ class MixStats:
     """Times the mixer stopped ticking because its room was silent."""
 
 
-MixTap = Callable[[str, Pcm | None], None]
-"""Told, per tick, each listener's id and the audio they were sent (None: silence)."""
+MixTap = Callable[[str, Pcm | None, float], None]
+"""Told, per tick, each listener's id, the audio they were sent (None: silence) and the
+tick's due time on `time.monotonic()`: a phone plays each tick at its media time, which
+keeps that steady 20 ms grid however late the tick actually ran."""
 
 
 def _mix_and_encode(
@@ -185,10 +188,10 @@ class RoomMixer:
         with contextlib.suppress(ValueError):
             self._taps.remove(tap)
 
-    def _tell_taps(self, listener_id: str, pcm: Pcm | None) -> None:
+    def _tell_taps(self, listener_id: str, pcm: Pcm | None, due: float) -> None:
         for tap in list(self._taps):
             try:
-                tap(listener_id, pcm)
+                tap(listener_id, pcm, due)
             except Exception:
                 log.exception("mix tap failed; removing it")
                 self.remove_tap(tap)
@@ -226,8 +229,10 @@ class RoomMixer:
         self._sources.clear()
         self._streams.clear()
 
-    async def tick(self) -> None:
-        """Mix and send one 20 ms frame to every listener."""
+    async def tick(self, due: float | None = None) -> None:
+        """Mix and send one 20 ms frame to every listener; `due` is when the schedule
+        wanted it (now when None)."""
+        due = time.monotonic() if due is None else due
         tick = self._next_tick
         self._next_tick += 1
         frames = self._pull()
@@ -257,7 +262,7 @@ class RoomMixer:
                 # Members removed while the executor ran must not be fed again.
                 if listener.id in self._listeners:
                     listener.track.push(payload, (tick - listener.first_tick) * FRAME_SAMPLES)
-                    self._tell_taps(listener.id, pcm)
+                    self._tell_taps(listener.id, pcm, due)
         self._expire_streams(set(audible))
         self.stats.ticks += 1
         self.stats.encoded_frames += len(jobs)
@@ -315,13 +320,10 @@ class RoomMixer:
         self._awake.clear()
         self.sleeping = True
         self.stats.sleeps += 1
-        slept_from = time.monotonic()
         try:
             await self._awake.wait()
         finally:
             self.sleeping = False
-        # The listeners' clocks ran on: their next packet's timestamp jumps over the gap.
-        self._next_tick += int((time.monotonic() - slept_from) / TICK_SECONDS)
 
     async def _run(self) -> None:
         start = time.monotonic()
@@ -329,7 +331,11 @@ class RoomMixer:
         while True:
             if self._may_sleep():
                 await self._sleep()
-                start, first = time.monotonic(), self._next_tick
+                # The listeners' clocks ran on: their next packet's timestamp jumps over
+                # the gap, to the next tick of the same grid, so that media time and the
+                # server's clock (which echo references are placed by) stay one.
+                waking = first + math.ceil((time.monotonic() - start) / TICK_SECONDS)
+                self._next_tick = max(self._next_tick, waking)
             deadline = start + (self._next_tick - first) * TICK_SECONDS
             lateness = time.monotonic() - deadline
             if lateness < 0:
@@ -337,12 +343,13 @@ class RoomMixer:
             elif lateness >= MAX_CATCH_UP:
                 missed = int(lateness // TICK_SECONDS)
                 self._next_tick += missed
+                deadline += missed * TICK_SECONDS
                 self.stats.skipped_ticks += missed
                 self.stats.late_ticks += 1
             elif lateness > TICK_SECONDS / 2:
                 self.stats.late_ticks += 1
             try:
-                await self.tick()
+                await self.tick(deadline)
             except Exception:
                 # One bad tick must not silence the room for good.
                 log.exception("mixer tick failed")

@@ -129,7 +129,7 @@ class AcousticTables:
 
     def played(self, pid: str, pcm48k: Pcm | None, at: float | None = None) -> None:
         """What the server sent `pid` in one 20 ms mixer tick (48 kHz mono, None when
-        silent), sent at `at` (`time.monotonic()`, now when None)."""
+        silent), due at `at` (`time.monotonic()`, now when None)."""
         person = self._people.get(pid)
         if person is not None:
             sent = time.monotonic() if at is None else at

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -136,15 +135,16 @@ class RoomTables:
         }
 
     # -- internals ---------------------------------------------------------------------
-    def _played(self, pid: str, pcm: Pcm | None) -> None:
-        """The mixer's tap: `pid` was sent `pcm` this tick. Stamped now, on the loop, not
-        when the worker gets to it, so the echo reference keeps its true timing."""
+    def _played(self, pid: str, pcm: Pcm | None, due: float) -> None:
+        """The mixer's tap: `pid` was sent `pcm` in the tick due at `due`. Placed by that
+        due time, not by when the tick ran or the worker gets to it: the phone plays it
+        by its media time, which follows the due times, so the echo keeps a fixed lag
+        behind this reference however late a busy server's ticks run."""
         if self._backlog >= PLAYBACK_BACKLOG_FRAMES * max(1, len(self._room.participants)):
             self.dropped_playback_frames += 1
             return
         self._backlog += 1
-        sent = time.monotonic()
-        future = asyncio.wrap_future(self._worker.submit(self._tables.played, pid, pcm, sent))
+        future = asyncio.wrap_future(self._worker.submit(self._tables.played, pid, pcm, due))
         future.add_done_callback(self._played_done)
 
     def _played_done(self, future: asyncio.Future[None]) -> None:

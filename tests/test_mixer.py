@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 import av
@@ -16,6 +17,7 @@ from media.limiter import CEILING, Limiter
 from media.mix_policy import DEFAULT_ORIGINAL, MixSettings, translated_mix
 from media.mixer import Listener, RoomMixer
 from media.opus import OpusEncoder, silence_packet
+from media.outbound import ListenerTrack
 from media.playout import TranslationPlayout
 from media.resample import Decimator
 
@@ -168,7 +170,7 @@ async def test_taps_see_each_listeners_encoded_mix_and_silence(
     ))
     people = room(mixer, ("a", "eng"), ("b", "eng"), ("c", "spa"))
     seen: list[tuple[str, Pcm | None]] = []
-    mixer.add_tap(lambda pid, pcm: seen.append((pid, pcm)))
+    mixer.add_tap(lambda pid, pcm, due: seen.append((pid, pcm)))
     await run(mixer, people, 3)
     by_tick = [dict(seen[i : i + 3]) for i in range(0, 9, 3)]
     assert by_tick[0]["a"] is None and by_tick[0]["c"] is None  # silence: nothing sent
@@ -182,7 +184,7 @@ async def test_a_failing_tap_is_removed_and_mixing_goes_on(mixer: RoomMixer) -> 
     people = room(mixer, ("a", "eng"))
     calls = []
 
-    def broken(pid: str, pcm: Pcm | None) -> None:
+    def broken(pid: str, pcm: Pcm | None, due: float) -> None:
         calls.append(pid)
         raise RuntimeError("boom")
 
@@ -460,6 +462,50 @@ async def test_a_silent_room_stops_ticking_until_someone_speaks(mixer: RoomMixer
     # The stale silence was not kept in front of the speech: it plays with the usual delay.
     assert microphone.jitter.resynced == 1 and microphone.jitter.depth <= 2
     await mixer.stop()
+
+
+class StampedTrack(ListenerTrack):
+    """A listener's track that keeps every packet's media time (in samples at 48 kHz)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[int] = []
+
+    def push(self, payload: bytes, pts: int) -> None:
+        self.stamps.append(pts)
+        super().push(payload, pts)
+
+
+async def test_taps_get_each_ticks_due_time_which_its_media_time_follows(
+    mixer: RoomMixer,
+) -> None:
+    """A phone plays each packet at its media time, so the echo reference a tap keeps
+    must sit at the tick's due time, one grid with the media time, even when a tick ran
+    late (a blocked loop) and after the room slept."""
+    microphone = InboundAudio("a", "eng")
+    mixer.add_source("a", microphone)
+    track = StampedTrack()
+    mixer.add_listener(Listener("b", "eng", track=track))
+    dues: list[float] = []
+
+    def tap(pid: str, pcm: Pcm | None, due: float) -> None:
+        dues.append(due)
+        if len(dues) == 10:
+            time.sleep(0.08)  # the loop is blocked: the next ticks run late, in a burst
+
+    mixer.add_tap(tap)
+    mixer.start()
+    await eventually(lambda: mixer.sleeping)
+    slept_after = len(dues)
+    await asyncio.sleep(0.2)
+    for _ in range(3):
+        microphone.receive(tone(440, 0.3), 0.0, 0.0)
+    await eventually(lambda: len(dues) > slept_after + 5)
+    await mixer.stop()
+
+    media_times = np.array(track.stamps[: len(dues)]) / MIX_RATE
+    np.testing.assert_allclose(np.array(dues) - dues[0], media_times, atol=1e-6)
+    assert media_times[slept_after] - media_times[slept_after - 1] >= 0.2  # it slept
 
 
 async def test_a_reserved_translation_keeps_the_room_awake(mixer: RoomMixer) -> None:
