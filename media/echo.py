@@ -86,13 +86,6 @@ muted during its first 4 s of playback, 1.5 s of playback after a move, and whil
 loudspeaker of its table that has not been measured yet plays. Someone speaking over
 exactly those seconds loses them; after that, double talk passes."""
 
-ECHO_AFTER = RATE * 500 // 1000
-"""A reference's echo outlasts it: the reference is lined up `TARGET_LEAD` (give or take
-`LEAD_TOLERANCE`) ahead of its echo, which the room then draws out (RT60 0.4 s: about
-0.3 s down to the noise floor). So the settling mute lasts this long after a reference
-falls silent: seen live, the tail of a phone's first translation got past the mute as a
-120 ms burst that the VAD cut into an utterance."""
-
 UNHEARD_WINDOWS = 16
 """A loudspeaker of the table that played through this many analysis windows in a row
 (8 s) without this microphone hearing it at all is not heard here, and no longer mutes
@@ -271,8 +264,7 @@ class MicEcho:
         residual = self._onset > 0 and frame_db(frame) - frame_db(cleaned) >= ONSET_RESIDUAL_DB
         self._onset = max(self._onset - 1, 0)
         residual = residual or self._echo_left(start, cleaned, speakers)
-        echo_may_sound = any(start - last <= ECHO_AFTER for last in self._last_played.values())
-        self.muted = unmeasured_playing or residual or (echo_may_sound and self._settling > 0)
+        self.muted = unmeasured_playing or residual or (playing and self._settling > 0)
         if playing and self._settling > 0:
             self._settling -= 1
         return cleaned
