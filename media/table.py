@@ -132,8 +132,8 @@ class AcousticTables:
         silent), due at `at` (`time.monotonic()`, now when None)."""
         person = self._people.get(pid)
         if person is not None:
-            sent = time.monotonic() if at is None else at
-            person.speaker.play(position(sent), pcm48k)
+            due = time.monotonic() if at is None else at
+            person.speaker.play(position(due), pcm48k)
 
     def mic(self, pid: str, chunk: Chunk16k) -> list[Chunk16k]:
         """Take one chunk of `pid`'s microphone; return its cleaned chunks that are ready,

@@ -108,6 +108,8 @@ class PlayedTranslations:
         if not heard or last_voiced is None:
             return False
         first_voiced = last_voiced - utterance.duration
+        unspaced = _unspaced(heard)
+        heard_words = list(heard) if unspaced else heard.split()
         for played in self._played.values():
             if played.started is None or played.lang not in langs:
                 continue
@@ -117,7 +119,7 @@ class PlayedTranslations:
                 continue
             if played.ended is not None and first_voiced > played.ended + ECHO_DELAY:
                 continue
-            if _similar(heard, played.text):
+            if _similar(heard, heard_words, played.text, unspaced):
                 return True
         return False
 
@@ -127,13 +129,11 @@ class PlayedTranslations:
             del self._played[key]
 
 
-def _similar(heard: str, played: str) -> bool:
-    if _unspaced(heard):
-        heard_words, played_words = list(heard), set(played.replace(" ", ""))
-    else:
-        heard_words, played_words = heard.split(), set(played.split())
+def _similar(heard: str, heard_words: list[str], played: str, unspaced: bool) -> bool:
+    """`heard_words` are `heard`'s words, or its characters where `unspaced`."""
     if len(heard_words) < FEWEST_WORDS:
         return SequenceMatcher(None, heard, played, autojunk=False).ratio() >= SIMILAR
+    played_words = set(played.replace(" ", "")) if unspaced else set(played.split())
     found = sum(1 for word in heard_words if word in played_words)
     return found >= SIMILAR * len(heard_words)
 
