@@ -47,9 +47,12 @@ class WebRtcCanceller:
             raise RuntimeError(f"AEC3 frame of {self._step} samples does not divide 20 ms")
 
     def process(self, mic: Pcm, reference: Pcm) -> Pcm:
+        # Converted once per frame and cut as bytes: per 10 ms piece, the conversions
+        # cost a third as much again as AEC3 itself.
+        mic16, reference16 = to_int16(mic), to_int16(reference)
+        step = 2 * self._step
         out = []
-        for start in range(0, FRAME, self._step):
-            part = slice(start, start + self._step)
-            self._apm.process_reverse_stream(to_int16(reference[part]))
-            out.append(from_int16(self._apm.process_stream(to_int16(mic[part]))))
-        return np.concatenate(out)
+        for start in range(0, 2 * FRAME, step):
+            self._apm.process_reverse_stream(reference16[start : start + step])
+            out.append(self._apm.process_stream(mic16[start : start + step]))
+        return from_int16(b"".join(out))
