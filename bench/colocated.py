@@ -5,7 +5,8 @@
 
 Phones sit along a table in a 6 x 4 x 3 m room (RT60 0.4 s), each with its owner, with
 uplinks of 40-160 ms and playout delays of 100-200 ms. One warm-up sentence lets the
-table group. Then every owner speaks one sentence in turn; 1 s after each sentence, the
+table group. Then every owner speaks one sentence in turn, for two rounds (`--rounds`);
+1 s after each sentence, the
 server sends every other phone a translation (Spanish or French, espeak-ng), which its
 loudspeaker plays into the room; the next owner starts 0.5 s after that playback ends
 (turn-taking), or, in the second set of columns, halfway through it (talking over the
@@ -15,6 +16,10 @@ Figures (targets 0 / 0 / 0 / 0 and at most 5 % of one core per participant):
 - duplicate utterances per sentence: utterances from other phones than the talker's;
 - wrongly credited sentences: no utterance from the talker's own phone;
 - talker's sentence split: extra utterances the VAD cut a talker's own sentence into;
+- speech heard: the share of each sentence's time that the talker's own phone passed to
+  the VAD inside an utterance, mean and worst, in the first round of turns (while the
+  table's echo paths are still being measured) and in the later rounds; the rest was
+  muted or gated, which is what talking over a loudspeaker costs;
 - re-translations of playback: utterances overlapping no sentence (only playback);
 - overlapping talkers missed: of the two simultaneous sentences, those not heard on the
   talker's phone;
@@ -48,7 +53,9 @@ TRANSLATIONS = {
 PIPELINE_DELAY = 1.0
 
 
-def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, float | str]:
+def run(
+    phones: int, over_playback: bool, rounds: int = 2, verbose: bool = False
+) -> dict[str, float | str]:
     room = table_of(phones)
     names = list(room.phones)
     links = {p: Link(uplink=2 + (3 * i) % 7, playout=5 + (2 * i) % 6,
@@ -69,8 +76,8 @@ def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, fl
 
     warm_end = say(names[0], 0.5, SENTENCES[0])
     t = warm_end + 1.5
-    for i, who in enumerate(names):
-        end = say(who, t, SENTENCES[(i + 1) % len(SENTENCES)])
+    for turn, who in enumerate(names * rounds):
+        end = say(who, t, SENTENCES[(turn + 1) % len(SENTENCES)])
         sent_at = end + PIPELINE_DELAY
         longest = 0.0
         for listener in names:
@@ -100,12 +107,14 @@ def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, fl
             print(f"heard {h.pid} {h.start:6.2f}-{h.end:6.2f}")
     scored = sentences[1:]
     duplicates = wrong = missed = splits = 0
+    coverage = []
     for k, (who, start, end) in enumerate(scored):
         found = _covering(sim.heard, start, end)
         own = [h for h in found if h.pid == who]
         others_talking = {w for w, s, e in scored if w != who and s < end and e > start}
         duplicates += len([h for h in found if h.pid != who and h.pid not in others_talking])
         splits += max(len(own) - 1, 0)
+        coverage.append(_heard_share(own, start, end))
         if not own:
             wrong += 1
             if k >= len(scored) - 2:
@@ -119,6 +128,10 @@ def run(phones: int, over_playback: bool, verbose: bool = False) -> dict[str, fl
         "duplicates per sentence": duplicates / len(scored),
         "wrongly credited": wrong,
         "talker's sentence split": splits,
+        "speech heard, 1st round, mean": float(np.mean(coverage[:phones])),
+        "speech heard, 1st round, worst": min(coverage[:phones]),
+        "speech heard, later, mean": float(np.mean(coverage[phones:-2])),
+        "speech heard, later, worst": min(coverage[phones:-2]),
         "re-translations of playback": len(replays),
         "overlapping talkers missed": missed,
         "cpu % of a core per participant": 100 * sim.dsp_seconds / (total * phones),
@@ -142,12 +155,20 @@ def _covering(heard: list[Heard], start: float, end: float) -> list[Heard]:
     return [h for h in heard if h.start < end and h.end > start]
 
 
+def _heard_share(own: list[Heard], start: float, end: float) -> float:
+    """The share of [start, end] inside any of `own` (utterances do not overlap)."""
+    inside = sum(max(0.0, min(h.end, end) - max(h.start, start)) for h in own)
+    return inside / (end - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phones", type=int, nargs="*", default=[3, 6])
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="turns of every owner (scored apart: the first, the later ones)")
     parser.add_argument("--verbose", action="store_true", help="list what was said and heard")
     args = parser.parse_args()
-    rows = [run(n, over, args.verbose) for over in (False, True) for n in args.phones]
+    rows = [run(n, over, args.rounds, args.verbose) for over in (False, True) for n in args.phones]
     keys = list(rows[0])
     width = max(len(k) for k in keys)
     for key in keys:
