@@ -180,11 +180,16 @@ class EchoPath:
     def measured(self) -> bool:
         return self.delay is not None
 
-    def observe(self, found: Match) -> None:
+    def observe(self, found: Match, sound_heard: bool = False) -> None:
         """One analysis window in which the loudspeaker played, and where this microphone
-        heard it best."""
+        heard it best. `sound_heard`: another loudspeaker playing the same sound was heard
+        clearly, so a copy of this one that was not is no sign that it is out of earshot
+        (its copy may be too close to a louder one to tell apart)."""
         self.evidence.observe(found)
-        self.unheard = 0 if found.clarity >= CLEAR else self.unheard + 1
+        if found.clarity >= CLEAR:
+            self.unheard = 0
+        elif not sound_heard:
+            self.unheard += 1
 
 
 class MicEcho:

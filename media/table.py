@@ -21,10 +21,9 @@ Work per 20 ms is pure numpy/scipy plus the cancellers; it runs on the caller's 
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +33,7 @@ from media.correlation import Match, Window, match, matches
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
 from media.frames import Pcm
-from media.grouping import CONSISTENT, Grouping
+from media.grouping import CLEAR, CONSISTENT, LAG_TOLERANCE, Grouping
 from media.inbound import Chunk16k
 from media.timeline import FRAME, RATE, StreamClock, Timeline, position
 
@@ -311,8 +310,9 @@ class AcousticTables:
                     copies = matches(reference, raw[mic_pid], len(speakers))
                     if any(one.clarity >= CONSISTENT for one in copies):
                         hears_playback.add(mic_pid)
+                    sound_heard = any(one.clarity >= CLEAR for one in copies)
                     for pid, one in _assign(person.echo, speakers, copies):
-                        person.echo.path(pid).observe(one)
+                        person.echo.path(pid).observe(one, sound_heard)
         # Sound that only one of a pair hears counts against them sharing a room, unless
         # it may be a loudspeaker's echo: one microphone's echo is taken out better than
         # another's, and a table whose phones play translations would drift apart. A
@@ -352,8 +352,12 @@ class AcousticTables:
         self.stats.grouped_participants = sum(len(g) for g in self._groups)
 
 
-SAME_SOUND = 0.98
-"""Played windows this alike (normalised correlation) carry the same mix."""
+SAME_SOUND = 0.5
+"""Played windows this alike (normalised correlation) carry one sound. Windows of two
+different sounds score about 0.01 on the simulated table; one translation played by two
+phones, one of which was still ending the translation before it, 0.8-0.9. At 0.98 (the
+first design) such a pair counted as two sounds, each loudspeaker took the loudest copy
+of the one translation as its own, and one of them kept a neighbour's echo delay."""
 
 
 def _same_sound(playing: dict[str, Pcm]) -> list[list[str]]:
@@ -375,21 +379,29 @@ def _same_sound(playing: dict[str, Pcm]) -> list[list[str]]:
 def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tuple[str, Match]]:
     """Pairs loudspeakers playing one sound with the copies of it a microphone hears.
 
-    Correlation alone cannot tell which copy is whose; any pairing cancels the same sum,
-    so the one closest to the lags already tracked keeps the references still.
-    """
+    Correlation alone cannot tell which copy is whose. A copy at the lag a loudspeaker is
+    tracked at is taken to be its own (the most settled loudspeakers choose first); the
+    copies left go, loudest first, to the loudspeakers left. Matching all of them at
+    once by least total drift (the first design) could give a tracked loudspeaker a
+    reflection of its neighbour's copy in a tie, and its reference then jumped back and
+    forth between the two, each jump a second of echo let through."""
     if len(speakers) == 1:
         return [(speakers[0], found[0])]
-
-    def cost(order: Sequence[Match]) -> int:
-        total = 0
-        for pid, one in zip(speakers, order, strict=True):
-            tracked = echo.path(pid).evidence.lag
-            total += 0 if tracked is None else abs(one.lag - tracked)
-        return total
-
-    best = min(itertools.islice(itertools.permutations(found), 24), key=cost)
-    return list(zip(speakers, best, strict=True))
+    evidence = {pid: echo.path(pid).evidence for pid in speakers}
+    free = list(found)
+    pairs: list[tuple[str, Match]] = []
+    waiting = []
+    for pid in sorted(speakers, key=lambda p: -evidence[p].score):
+        lag = evidence[pid].lag
+        near = [] if lag is None else [c for c in free if abs(c.lag - lag) <= LAG_TOLERANCE]
+        if near:
+            own = max(near, key=lambda c: c.clarity)
+            free.remove(own)
+            pairs.append((pid, own))
+        else:
+            waiting.append(pid)
+    pairs.extend(zip(waiting, free, strict=True))  # one copy was found per loudspeaker
+    return pairs
 
 
 def _frame_levels(samples: Pcm) -> np.ndarray:

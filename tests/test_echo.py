@@ -134,3 +134,12 @@ def test_echo_the_cancellers_leave_is_muted_and_a_talker_is_not() -> None:
     after_warm_up = slice(WARM_UP_FRAMES + 20, None)
     assert all(echo_left_over(heard_is_echo=True)[after_warm_up])
     assert not any(echo_left_over(heard_is_echo=False)[after_warm_up])
+
+
+def test_a_copy_lost_among_louder_copies_of_its_sound_is_not_counted_as_out_of_earshot() -> None:
+    path = measured(RATE * 200 // 1000)
+    faint = Match(0, CLEAR / 2)
+    path.observe(faint, sound_heard=True)
+    assert path.unheard == 0
+    path.observe(faint)
+    assert path.unheard == 1

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from media.table import AcousticTables
+from media.correlation import Match
+from media.echo import MicEcho
+from media.echo_cancellers import WebRtcCanceller
+from media.grouping import CLEAR
+from media.table import MAX_LAG, AcousticTables, _assign, _same_sound
+from media.timeline import RATE
 from tests.acoustic_room import Signal, table_of
 from tests.fixtures.speech import compose
 from tests.table_sim import Heard, Link, TableSim
@@ -300,3 +305,28 @@ def test_a_stream_whose_clock_jumps_back_reaches_the_vad_once_and_in_order() -> 
     out = np.concatenate([c.samples for c in released])
     assert len(out) > 320 * 350
     assert np.array_equal(out, sent[: len(out)])
+
+
+def test_phones_starting_one_translation_share_its_sound_though_one_ends_another() -> None:
+    rng = np.random.default_rng(3)
+    translation = np.zeros(3 * RATE, np.float32)
+    translation[RATE:] = rng.standard_normal(2 * RATE) * 0.1
+    still_ending = translation.copy()
+    still_ending[: RATE // 2] += rng.standard_normal(RATE // 2).astype(np.float32) * 0.1
+    other_language = (rng.standard_normal(3 * RATE) * 0.1).astype(np.float32)
+    groups = _same_sound({"p0": translation, "p1": other_language, "p2": still_ending})
+    assert sorted(sorted(g) for g in groups) == [["p0", "p2"], ["p1"]]
+
+
+def test_a_copy_heard_at_a_loudspeakers_tracked_lag_stays_its_own() -> None:
+    """Two phones play one translation; this window the microphone found p2's copy and an
+    early reflection of it, not p0's. Giving p0 the loud copy would move both references."""
+    echo = MicEcho(WebRtcCanceller, MAX_LAG)
+    for pid, lag in (("p0", -4424), ("p2", -3444)):
+        for _ in range(4):
+            echo.path(pid).evidence.observe(Match(lag, CLEAR * 3))
+    found = [Match(-3444, CLEAR + 0.4), Match(-3156, CLEAR - 2.4)]
+    assert dict(_assign(echo, ["p0", "p2"], found)) == {"p0": found[1], "p2": found[0]}
+
+    newcomer = [Match(-4472, CLEAR + 0.5), Match(-3444, CLEAR * 2)]
+    assert dict(_assign(echo, ["p2", "p4"], newcomer)) == {"p2": newcomer[1], "p4": newcomer[0]}
