@@ -352,12 +352,8 @@ class AcousticTables:
         self.stats.grouped_participants = sum(len(g) for g in self._groups)
 
 
-SAME_SOUND = 0.5
-"""Played windows this alike (normalised correlation) carry one sound. Windows of two
-different sounds score about 0.01 on the simulated table; one translation played by two
-phones, one of which was still ending the translation before it, 0.8-0.9. At 0.98 (the
-first design) such a pair counted as two sounds, each loudspeaker took the loudest copy
-of the one translation as its own, and one of them kept a neighbour's echo delay."""
+SAME_SOUND = 0.98
+"""Played windows this alike (normalised correlation) carry the same mix."""
 
 
 def _same_sound(playing: dict[str, Pcm]) -> list[list[str]]:

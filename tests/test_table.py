@@ -16,8 +16,7 @@ from media.correlation import Match
 from media.echo import MicEcho
 from media.echo_cancellers import WebRtcCanceller
 from media.grouping import CLEAR
-from media.table import MAX_LAG, AcousticTables, _assign, _same_sound
-from media.timeline import RATE
+from media.table import MAX_LAG, AcousticTables, _assign
 from tests.acoustic_room import Signal, table_of
 from tests.fixtures.speech import compose
 from tests.table_sim import Heard, Link, TableSim
@@ -305,17 +304,6 @@ def test_a_stream_whose_clock_jumps_back_reaches_the_vad_once_and_in_order() -> 
     out = np.concatenate([c.samples for c in released])
     assert len(out) > 320 * 350
     assert np.array_equal(out, sent[: len(out)])
-
-
-def test_phones_starting_one_translation_share_its_sound_though_one_ends_another() -> None:
-    rng = np.random.default_rng(3)
-    translation = np.zeros(3 * RATE, np.float32)
-    translation[RATE:] = rng.standard_normal(2 * RATE) * 0.1
-    still_ending = translation.copy()
-    still_ending[: RATE // 2] += rng.standard_normal(RATE // 2).astype(np.float32) * 0.1
-    other_language = (rng.standard_normal(3 * RATE) * 0.1).astype(np.float32)
-    groups = _same_sound({"p0": translation, "p1": other_language, "p2": still_ending})
-    assert sorted(sorted(g) for g in groups) == [["p0", "p2"], ["p1"]]
 
 
 def test_a_copy_heard_at_a_loudspeakers_tracked_lag_stays_its_own() -> None:
