@@ -56,7 +56,7 @@ class Evidence:
         of two microphones that share a room, so a window where both sides have sound is
         evidence for, never against."""
         if self._is_evidence(found):
-            if self.lag is not None and abs(found.lag - self.lag) <= LAG_TOLERANCE:
+            if self.lag is not None and self.tracks(found):
                 self.lag = round(0.7 * self.lag + 0.3 * found.lag)
             elif self.lag is None or self.score <= 1.0 or found.clarity >= CLEAR:
                 self.lag = found.lag
@@ -72,13 +72,16 @@ class Evidence:
             self.linked = False
             self.lag = None
 
+    def tracks(self, found: Match) -> bool:
+        """Whether `found` is at the lag this link is tracked at, give or take its drift."""
+        return self.lag is not None and abs(found.lag - self.lag) <= LAG_TOLERANCE
+
     def _is_evidence(self, found: Match) -> bool:
         if abs(found.lag) >= self.max_lag - EDGE:
             return False  # a peak at the edge of the search is the search running out
         if found.clarity >= CLEAR:
             return True
-        tracked = self.lag is not None and abs(found.lag - self.lag) <= LAG_TOLERANCE
-        return found.clarity >= CONSISTENT and tracked
+        return found.clarity >= CONSISTENT and self.tracks(found)
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from media.correlation import Match, Window, match, matches
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
 from media.frames import Pcm
-from media.grouping import CLEAR, CONSISTENT, LAG_TOLERANCE, Grouping
+from media.grouping import CLEAR, CONSISTENT, Grouping
 from media.inbound import Chunk16k
 from media.timeline import FRAME, RATE, StreamClock, Timeline, position
 
@@ -388,8 +388,7 @@ def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tupl
     pairs: list[tuple[str, Match]] = []
     waiting = []
     for pid in sorted(speakers, key=lambda p: -evidence[p].score):
-        lag = evidence[pid].lag
-        near = [] if lag is None else [c for c in free if abs(c.lag - lag) <= LAG_TOLERANCE]
+        near = [c for c in free if evidence[pid].tracks(c)]
         if near:
             own = max(near, key=lambda c: c.clarity)
             free.remove(own)
