@@ -380,12 +380,7 @@ def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tupl
     copies left go, loudest first, to the loudspeakers left. Matching all of them at
     once by least total drift (the first design) could give a tracked loudspeaker a
     reflection of its neighbour's copy in a tie, and its reference then jumped back and
-    forth between the two, each jump a second of echo let through.
-
-    Two loudspeakers may reach the microphone at one lag (seen live: 0.5 ms apart), and
-    then one copy is found where two are: a tracked loudspeaker whose lag only a copy
-    already taken is at shares that copy. Given a leftover instead, it took a reflection
-    32 ms later for its own, and its measured echo delay jumped there."""
+    forth between the two, each jump a second of echo let through."""
     if len(speakers) == 1:
         return [(speakers[0], found[0])]
     evidence = {pid: echo.path(pid).evidence for pid in speakers}
@@ -394,18 +389,13 @@ def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tupl
     waiting = []
     for pid in sorted(speakers, key=lambda p: -evidence[p].score):
         near = [c for c in free if evidence[pid].tracks(c)]
-        taken = [c for _, c in pairs if evidence[pid].tracks(c)]
         if near:
             own = max(near, key=lambda c: c.clarity)
             free.remove(own)
             pairs.append((pid, own))
-        elif taken:
-            pairs.append((pid, max(taken, key=lambda c: c.clarity)))
         else:
             waiting.append(pid)
-    # One copy was found per loudspeaker, so none waits in vain; copies that a shared one
-    # stands for are left over.
-    pairs.extend(zip(waiting, free, strict=False))
+    pairs.extend(zip(waiting, free, strict=True))  # one copy was found per loudspeaker
     return pairs
 
 
