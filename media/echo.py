@@ -154,6 +154,9 @@ class EchoPath:
     unheard: int = 0
     """Analysis windows in a row in which it played and this microphone did not hear it
     (see `UNHEARD_WINDOWS`)."""
+    measured_alone: bool = False
+    """Whether its tracked lag was confirmed in a window where no other loudspeaker this
+    microphone hears played the same sound: a lag no other copy can have been taken for."""
 
     @property
     def delay(self) -> int | None:
@@ -180,12 +183,20 @@ class EchoPath:
     def measured(self) -> bool:
         return self.delay is not None
 
-    def observe(self, found: Match, sound_heard: bool = False) -> None:
+    def observe(self, found: Match, sound_heard: bool = False, alone: bool = False) -> None:
         """One analysis window in which the loudspeaker played, and where this microphone
         heard it best. `sound_heard`: another loudspeaker playing the same sound was heard
         clearly, so a copy of this one that was not is no sign that it is out of earshot
-        (its copy may be too close to a louder one to tell apart)."""
+        (its copy may be too close to a louder one to tell apart). `alone`: no other
+        loudspeaker heard here played that sound, so `found` can be no one else's copy."""
+        tracked = self.evidence.tracks(found)
         self.evidence.observe(found)
+        if self.evidence.lag is None:
+            self.measured_alone = False
+        elif alone and self.evidence.tracks(found):
+            self.measured_alone = True
+        elif not tracked and self.evidence.tracks(found):
+            self.measured_alone = False  # moved to a copy that may be another's
         if found.clarity >= CLEAR:
             self.unheard = 0
         elif not sound_heard:

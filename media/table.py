@@ -311,8 +311,12 @@ class AcousticTables:
                     if any(one.clarity >= CONSISTENT for one in copies):
                         hears_playback.add(mic_pid)
                     sound_heard = any(one.clarity >= CLEAR for one in copies)
+                    # Alone: the only loudspeaker it hears that plays anything. A phone
+                    # ending another translation plays a partly alike window, and its copy
+                    # matches this sound too.
+                    alone = sum(pid != mic_pid and pid in audible for pid in playing) == 1
                     for pid, one in _assign(person.echo, speakers, copies):
-                        person.echo.path(pid).observe(one, sound_heard)
+                        person.echo.path(pid).observe(one, sound_heard, alone)
         # Sound that only one of a pair hears counts against them sharing a room, unless
         # it may be a loudspeaker's echo: one microphone's echo is taken out better than
         # another's, and a table whose phones play translations would drift apart. A
@@ -380,7 +384,16 @@ def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tupl
     copies left go, loudest first, to the loudspeakers left. Matching all of them at
     once by least total drift (the first design) could give a tracked loudspeaker a
     reflection of its neighbour's copy in a tie, and its reference then jumped back and
-    forth between the two, each jump a second of echo let through."""
+    forth between the two, each jump a second of echo let through.
+
+    Two loudspeakers may reach the microphone at one lag (seen live: 0.5 ms apart), and
+    then one copy is found where two are, the next peak being a reflection (32 ms later):
+    given that leftover, a loudspeaker's measured delay jumped to it. So one whose lag was
+    measured while it played alone, where only an already taken copy is found, shares
+    that copy: heard, at its own lag (the shared copy's lag would pull it onto the
+    other's). A lag measured among copies may be another's copy taken by mistake, and
+    sharing would lock it there (in the simulated table, bench/colocated.py, sharing any
+    tracked lag cost more than it saved), so such a loudspeaker takes a leftover as before."""
     if len(speakers) == 1:
         return [(speakers[0], found[0])]
     evidence = {pid: echo.path(pid).evidence for pid in speakers}
@@ -389,13 +402,18 @@ def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tupl
     waiting = []
     for pid in sorted(speakers, key=lambda p: -evidence[p].score):
         near = [c for c in free if evidence[pid].tracks(c)]
+        taken = [c for _, c in pairs if evidence[pid].tracks(c)]
         if near:
             own = max(near, key=lambda c: c.clarity)
             free.remove(own)
             pairs.append((pid, own))
+        elif taken and echo.path(pid).measured_alone and (lag := evidence[pid].lag) is not None:
+            pairs.append((pid, Match(lag, max(c.clarity for c in taken))))
         else:
             waiting.append(pid)
-    pairs.extend(zip(waiting, free, strict=True))  # one copy was found per loudspeaker
+    # One copy was found per loudspeaker, so none waits in vain; a shared copy leaves one
+    # over.
+    pairs.extend(zip(waiting, free, strict=False))
     return pairs
 
 

@@ -15,7 +15,7 @@ import pytest
 from media.correlation import Match
 from media.echo import MicEcho
 from media.echo_cancellers import WebRtcCanceller
-from media.grouping import CLEAR
+from media.grouping import CLEAR, LAG_TOLERANCE
 from media.table import MAX_LAG, AcousticTables, _assign
 from tests.acoustic_room import Signal, table_of
 from tests.fixtures.speech import compose
@@ -318,3 +318,42 @@ def test_a_copy_heard_at_a_loudspeakers_tracked_lag_stays_its_own() -> None:
 
     newcomer = [Match(-4472, CLEAR + 0.5), Match(-3444, CLEAR * 2)]
     assert dict(_assign(echo, ["p2", "p4"], newcomer)) == {"p2": newcomer[1], "p4": newcomer[0]}
+
+
+def test_two_loudspeakers_heard_at_one_lag_share_its_copy() -> None:
+    """Seen live: p1 and p2 reach this microphone 0.5 ms apart, so one copy is found where
+    two are, and the second copy found is a reflection 32 ms later. p2's lag was measured
+    while it played alone, so it keeps it, and does not jump to the reflection."""
+    echo = MicEcho(WebRtcCanceller, MAX_LAG)
+    for pid, lag in (("p1", -2704), ("p2", -2712)):
+        for _ in range(4):
+            echo.path(pid).observe(Match(lag, CLEAR * 3), alone=True)
+    found = [Match(-2704, CLEAR + 2.2), Match(-2196, CLEAR + 0.9)]
+    assert dict(_assign(echo, ["p1", "p2"], found)) == {
+        "p1": found[0], "p2": Match(echo.path("p2").evidence.lag or 0, found[0].clarity)
+    }
+
+    before = echo.path("p2").delay
+    for pid, one in _assign(echo, ["p1", "p2"], found):
+        echo.path(pid).observe(one, sound_heard=True)
+    after = echo.path("p2").delay
+    assert before is not None and after is not None
+    assert abs(after - before) < LAG_TOLERANCE
+
+
+def test_a_lag_measured_among_copies_is_not_shared() -> None:
+    """p2's lag was only ever measured while p1 played the same sound: it may be p1's copy
+    taken by mistake, so p2 takes the copy left, which may be its own."""
+    echo = MicEcho(WebRtcCanceller, MAX_LAG)
+    echo.path("p1").observe(Match(-2704, CLEAR * 3), alone=True)
+    for _ in range(4):
+        echo.path("p1").observe(Match(-2704, CLEAR * 3))
+        echo.path("p2").observe(Match(-2712, CLEAR * 3))
+    assert echo.path("p1").measured_alone and not echo.path("p2").measured_alone
+    found = [Match(-2704, CLEAR + 2.2), Match(-2196, CLEAR + 0.9)]
+    assert dict(_assign(echo, ["p1", "p2"], found)) == {"p1": found[0], "p2": found[1]}
+
+    echo.path("p2").observe(found[1])
+    assert not echo.path("p2").measured_alone
+    echo.path("p2").observe(found[1], alone=True)
+    assert echo.path("p2").measured_alone
