@@ -50,12 +50,16 @@ class Evidence:
     linked: bool = False
     lag: int | None = None
 
-    def observe(self, found: Match, against: bool = True) -> None:
+    def observe(self, found: Match, against: bool = True, steady: bool = False) -> None:
         """One window with sound and its correlation. Without a clear match it counts
         against the link only when `against`: two talkers at once blur the correlation
         of two microphones that share a room, so a window where both sides have sound is
-        evidence for, never against."""
-        if self._is_evidence(found):
+        evidence for, never against. With `steady`, a clear match away from the tracked
+        lag is no evidence either way (see `Grouping.observe`)."""
+        clear = self._is_evidence(found)
+        if clear and steady and self.lag is not None and not self.tracks(found):
+            return
+        if clear:
             if self.lag is not None and self.tracks(found):
                 self.lag = round(0.7 * self.lag + 0.3 * found.lag)
             elif self.lag is None or self.score <= 1.0 or found.clarity >= CLEAR:
@@ -115,16 +119,23 @@ class Grouping:
     def pairs(self) -> list[tuple[str, str]]:
         return list(self._pairs)
 
-    def observe(self, a: str, b: str, found: Match, against: bool = True) -> None:
+    def observe(
+        self, a: str, b: str, found: Match, against: bool = True, steady: bool = False
+    ) -> None:
         """One window of sound for the pair (see `Evidence.observe`); `found.lag` is how
-        much later b hears a sound than a."""
+        much later b hears a sound than a. `steady`: what they hear may be loudspeakers'
+        echo left by the cancellers, which two microphones hear at the lag between two
+        loudspeakers' echoes, not a talker's: it may confirm the lag they are tracked at,
+        not move it. Seen live, echo residue moved a pair's lag by 125 ms for 10 s, and
+        the automix lined up the wrong frames: a talker's first words got through a
+        neighbour's microphone as a duplicate."""
         key = _pair(a, b)
         state = self._pairs.get(key)
         if state is None:
             return
         if key != (a, b):
             found = Match(-found.lag, found.clarity)
-        state.evidence.observe(found, against)
+        state.evidence.observe(found, against, steady)
 
     def override(self, a: str, b: str, together: bool | None) -> None:
         state = self._pairs.get(_pair(a, b))

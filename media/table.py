@@ -330,7 +330,10 @@ class AcousticTables:
                     one_sided = sounding[a] != sounding[b]
                     found = match(heard[a], heard[b])
                     echo_possible = loner in hears_playback
-                    self._grouping.observe(a, b, found, against=one_sided and not echo_possible)
+                    self._grouping.observe(
+                        a, b, found, against=one_sided and not echo_possible,
+                        steady=a in hears_playback or b in hears_playback,
+                    )
         self.stats.echo_paths = sum(
             1 for p in self._people.values() if p.echo is not None
             for path in p.echo.paths.values() if path.delay is not None
