@@ -156,7 +156,7 @@ class EchoPath:
     (see `UNHEARD_WINDOWS`)."""
     measured_alone: bool = False
     """Whether its tracked lag was confirmed in a window where no other loudspeaker this
-    microphone hears played the same sound: a lag no other copy can have been taken for."""
+    microphone hears played anything: a lag no other copy can have been taken for."""
 
     @property
     def delay(self) -> int | None:
@@ -188,7 +188,7 @@ class EchoPath:
         heard it best. `sound_heard`: another loudspeaker playing the same sound was heard
         clearly, so a copy of this one that was not is no sign that it is out of earshot
         (its copy may be too close to a louder one to tell apart). `alone`: no other
-        loudspeaker heard here played that sound, so `found` can be no one else's copy."""
+        loudspeaker heard here played anything, so `found` can be no one else's copy."""
         tracked = self.evidence.tracks(found)
         self.evidence.observe(found)
         if self.evidence.lag is None:

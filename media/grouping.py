@@ -126,8 +126,8 @@ class Grouping:
         much later b hears a sound than a. `steady`: what they hear may be loudspeakers'
         echo left by the cancellers, which two microphones hear at the lag between two
         loudspeakers' echoes, not a talker's: it may confirm the lag they are tracked at,
-        not move it. Seen live, echo residue moved a pair's lag by 125 ms for 10 s, and
-        the automix lined up the wrong frames: a talker's first words got through a
+        not move it. Seen live, echo residue moved pairs' lags by 180-300 ms for 3-10 s,
+        and the automix lined up the wrong frames: a talker's first words got through a
         neighbour's microphone as a duplicate."""
         key = _pair(a, b)
         state = self._pairs.get(key)

@@ -19,8 +19,8 @@ def _linked(lag: int) -> Grouping:
 
 def test_echo_residue_does_not_move_a_pairs_lag() -> None:
     """Seen live: while the table's loudspeakers played, what the cancellers left of their
-    echo made p0 and p2 correlate 125 ms away from where a talker is heard, and the pair's
-    lag jumped there for 10 s. Windows that may be echo confirm the lag, never move it."""
+    echo made p0 and p2 correlate about 150 ms away from where a talker is heard, and the
+    pair's lag jumped there for 10 s. Windows that may be echo confirm the lag, never move it."""
     grouping = _linked(-260)
     residue = Match(-2664, CLEAR * 1.5)
     grouping.observe("p0", "p2", residue, against=False, steady=True)
