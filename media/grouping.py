@@ -54,11 +54,10 @@ class Evidence:
         """One window with sound and its correlation. Without a clear match it counts
         against the link only when `against`: two talkers at once blur the correlation
         of two microphones that share a room, so a window where both sides have sound is
-        evidence for, never against. With `steady`, a clear match that is not at the
-        tracked lag (or when none is tracked yet) is no evidence either way (see
-        `Grouping.observe`)."""
+        evidence for, never against. With `steady`, a clear match away from the tracked
+        lag is no evidence either way (see `Grouping.observe`)."""
         clear = self._is_evidence(found)
-        if clear and steady and not self.tracks(found):
+        if clear and steady and self.lag is not None and not self.tracks(found):
             return
         if clear:
             if self.lag is not None and self.tracks(found):
@@ -125,10 +124,9 @@ class Grouping:
     ) -> None:
         """One window of sound for the pair (see `Evidence.observe`); `found.lag` is how
         much later b hears a sound than a. `steady`: what they hear may be loudspeakers'
-        echo, left by the cancellers or of an original replayed before they were grouped,
-        which two microphones hear at the lag between two loudspeakers' echoes, not a
-        talker's: it may confirm the lag they are tracked at, not move it, nor give them
-        their first. Seen live, such windows put pairs' lags 180-340 ms off for 3-10 s,
+        echo left by the cancellers, which two microphones hear at the lag between two
+        loudspeakers' echoes, not a talker's: it may confirm the lag they are tracked at,
+        not move it. Seen live, echo residue moved pairs' lags by 180-300 ms for 3-10 s,
         and the automix lined up the wrong frames: a talker's first words got through a
         neighbour's microphone as a duplicate."""
         key = _pair(a, b)
