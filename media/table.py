@@ -299,22 +299,25 @@ class AcousticTables:
             played = speaker.speaker.played.read(since - MAX_LAG, widened)
             if _is_playing(played[MAX_LAG : MAX_LAG + WINDOW]):
                 playing[speaker_pid] = played
+        # The loudspeakers playing that each microphone may hear. One that is alone there
+        # is measured alone: a phone ending another translation plays a partly alike
+        # window, and its copy would match this sound too.
+        heard_playing: dict[str, list[str]] = {}
+        for mic_pid in live:
+            audible = self._audible_from(mic_pid)
+            heard_playing[mic_pid] = [p for p in playing if p != mic_pid and p in audible]
         hears_playback: set[str] = set()
         for sharing in _same_sound(playing):
             reference = Window(playing[sharing[0]], MAX_LAG)
             for mic_pid, person in live.items():
                 assert person.echo is not None
-                audible = self._audible_from(mic_pid)
-                speakers = [pid for pid in sharing if pid != mic_pid and pid in audible]
+                speakers = [pid for pid in sharing if pid in heard_playing[mic_pid]]
                 if speakers:
                     copies = matches(reference, raw[mic_pid], len(speakers))
                     if any(one.clarity >= CONSISTENT for one in copies):
                         hears_playback.add(mic_pid)
                     sound_heard = any(one.clarity >= CLEAR for one in copies)
-                    # Alone: the only loudspeaker it hears that plays anything. A phone
-                    # ending another translation plays a partly alike window, and its copy
-                    # matches this sound too.
-                    alone = sum(pid != mic_pid and pid in audible for pid in playing) == 1
+                    alone = len(heard_playing[mic_pid]) == 1
                     for pid, one in _assign(person.echo, speakers, copies):
                         person.echo.path(pid).observe(one, sound_heard, alone)
         # Sound that only one of a pair hears counts against them sharing a room, unless
