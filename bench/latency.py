@@ -363,11 +363,11 @@ def load_engines(model: str, device: str, dtype: str, folder: Path) -> Any:
 
     if model == "cascade":
         from ai.translator import CascadeTranslator
-        from tests.fixtures.cascade import build_tiny_nllb
+        from tests.fixtures.cascade import build_random_nllb
 
         assets = fetch_test_assets(ROOT / ".assets")
         translator: Any = CascadeTranslator.load(
-            assets.whisper_base, build_tiny_nllb(folder / "tiny-nllb"), device=device
+            assets.whisper_base, build_random_nllb(folder / "tiny-nllb"), device=device
         )
         return LoadedEngines(translator, _kokoro(), _random_embedder(folder, device))
     tiny = build_tiny_seamless(folder / "tiny-seamless")
