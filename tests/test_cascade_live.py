@@ -100,12 +100,19 @@ async def test_spanish_speech_is_captioned_and_spoken_in_english_and_captioned_i
     marks.append(erin.recorder.mark())
 
     english: list[Message] = []
-    async with asyncio.timeout(GUARD):
-        while not all(covers(captioned(english), content) for content in ENGLISH_CONTENT):
-            message = await next_message(erin, lambda m: m["type"] == "caption" and m["final"])
-            assert "error" not in message and "dropped" not in message, message
-            assert message["lang"] == "eng" and message["source_lang"] == "spa"
-            english.append(message)
+    try:
+        async with asyncio.timeout(GUARD):
+            while not all(covers(captioned(english), content) for content in ENGLISH_CONTENT):
+                message = await next_message(
+                    erin, lambda m: m["type"] == "caption" and m["final"]
+                )
+                assert "error" not in message and "dropped" not in message, message
+                assert message["lang"] == "eng" and message["source_lang"] == "spa"
+                english.append(message)
+    except TimeoutError:
+        missing = [sorted(content - captioned(english)) for content in ENGLISH_CONTENT]
+        pytest.fail(f"no English caption brought the words {missing} (one per sentence may "
+                    f"lack); captions: {[m['text'] for m in english]}")
     transcript = " ".join(m["source_text"] for m in english)
     assert {"tren", "estacion", "proyecto"} <= content_words(transcript), transcript
 
