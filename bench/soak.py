@@ -22,7 +22,9 @@ docs/protocol.md documents, and every close code one it names. Leaks: the server
 /health counts (sockets, rooms, participants, peer connections, asyncio tasks) must return
 to their idle values, and its RSS, threads and fds (from /proc) are printed after each
 phase has settled. RSS growth is given over the warm-up (the goal: within 5 %) and over
-the first pass, which a high-water mark does not grow but a leak does.
+the first pass, which a high-water mark does not grow but a leak does. `--trace-python`
+adds the server's Python heap (tracemalloc, through /health), which tells objects that
+stay alive from memory the allocator or C libraries keep.
 """
 
 from __future__ import annotations
@@ -420,16 +422,26 @@ async def settle(session: aiohttp.ClientSession, base: str, idle: dict[str, Any]
 
 
 def line(title: str, stats: dict[str, int]) -> str:
+    heap = (f"  python heap {stats['python_heap_bytes'] / 2**20:6.1f} MB"
+            if "python_heap_bytes" in stats else "")
     return (f"  {title:<24} RSS {stats['rss_kb'] / 1024:7.1f} MB  threads {stats['threads']:3d}"
-            f"  fds {stats['fds']:5d}")
+            f"  fds {stats['fds']:5d}{heap}")
 
 
-async def soak(scale: float, system_malloc: bool = False) -> int:
+async def settled_stats(session: aiohttp.ClientSession, base: str, pid: int) -> dict[str, int]:
+    """/proc's figures, and the Python heap where the server traces it (`--trace-python`)."""
+    stats = server_stats(pid)
+    heap = (await health(session, base)).get("python_heap_bytes")
+    return stats if heap is None else {**stats, "python_heap_bytes": heap}
+
+
+async def soak(scale: float, system_malloc: bool = False, trace_python: bool = False) -> int:
     offer_host_addresses(["127.0.0.1"])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "app.py", "--no-translation", "--http", "--host", "127.0.0.1",
+        sys.executable, *(["-X", "tracemalloc"] if trace_python else []), "app.py",
+        "--no-translation", "--http", "--host", "127.0.0.1",
         "--port", str(port), "--ice-address", "127.0.0.1", "--log-level", "ERROR",
         "--max-participants", "200", "--memory-trim-interval", str(TRIM_SECONDS),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -451,7 +463,7 @@ async def soak(scale: float, system_malloc: bool = False) -> int:
                         storm(session, base, 4, 2, Tally())):
             await warm_up
         idle_health = await settle(session, base, {"tasks": 1_000_000})
-        before = server_stats(process.pid)
+        before = await settled_stats(session, base, process.pid)
         print(f"bench.soak: server pid {process.pid}, documented error codes {sorted(codes)}, "
               f"close codes {sorted(closes)}", flush=True)
         print(line("idle, after warm-up", before), flush=True)
@@ -494,7 +506,7 @@ async def soak(scale: float, system_malloc: bool = False) -> int:
                 if not alive:
                     return 1
                 after_health = await settle(session, base, idle_health)
-                passes.append(server_stats(process.pid))
+                passes.append(await settled_stats(session, base, process.pid))
                 print(line("after it settled", passes[-1]), flush=True)
 
         after = passes[-1]
@@ -512,6 +524,10 @@ async def soak(scale: float, system_malloc: bool = False) -> int:
               flush=True)
         print(f"  RSS after two passes: {growth(before)} over the warm-up (goal within 5 %), "
               f"{growth(first_pass)} over the first pass (what a leak adds)", flush=True)
+        if trace_python:
+            grown = (after["python_heap_bytes"] - before["python_heap_bytes"]) / 2**20
+            print(f"  Python heap after two passes: {grown:+.2f} MB over the warm-up, against "
+                  f"RSS {(after['rss_kb'] - before['rss_kb']) / 1024:+.1f} MB", flush=True)
         failures += len(leaks) + (extra_tasks > 0)
     finally:
         await session.close()
@@ -541,8 +557,14 @@ def main() -> None:
         "whose free pages the server's memory trim returns (Python's own allocator keeps "
         "a burst's arenas while any object in them lives)",
     )
+    parser.add_argument(
+        "--trace-python", action="store_true",
+        help="run the server under `python -X tracemalloc` and print its Python heap beside "
+        "RSS: RSS that grows while the heap does not is allocator pages or C memory",
+    )
     args = parser.parse_args()
-    raise SystemExit(run(soak(0.1 if args.quick else 1.0, args.system_malloc)))
+    raise SystemExit(run(soak(0.1 if args.quick else 1.0, args.system_malloc,
+                              args.trace_python)))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import aiohttp
@@ -219,8 +220,26 @@ async def test_http_routes(babblefish_factory: ServerFactory, tmp_path: Path) ->
             assert body["status"] == "ok" and body["rooms"] == 0 and body["participants"] == 0
             assert body["uptime"] >= 0
             assert body["mixers"] == {"ticking": 0, "ticks": 0, "late_ticks": 0, "skipped_ticks": 0}
+            assert "python_heap_bytes" not in body  # only under -X tracemalloc
         async with http.get(server.make_url("/languages")) as reply:
             assert (await reply.json())["languages"] == [info.to_json() for info in two_languages()]
+
+
+async def test_health_gives_the_python_heap_while_tracemalloc_traces(
+    babblefish: TestServer,
+) -> None:
+    tracemalloc.start()
+    try:
+        held = [bytearray(1000) for _ in range(2000)]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(babblefish.make_url("/health")) as reply:
+                heap = (await reply.json())["python_heap_bytes"]
+            del held
+            async with http.get(babblefish.make_url("/health")) as reply:
+                after = (await reply.json())["python_heap_bytes"]
+    finally:
+        tracemalloc.stop()
+    assert heap >= 2_000_000 and heap - after >= 1_900_000  # what the test held, then let go
 
 
 async def test_default_languages_route_lists_the_whole_table(babblefish: TestServer) -> None:
