@@ -289,7 +289,11 @@ class Cascade:
         heard = [code for code in odds if code in self.heard_languages]
         return max(heard, key=weight) if heard else (prior or "eng")
 
-    def translate_speech(self, jobs: Sequence[CascadeJob]) -> list[SpeechResult]:
+    def translate_speech(
+        self, jobs: Sequence[CascadeJob], text_later: bool = False
+    ) -> list[SpeechResult]:
+        """Transcripts, and each job's targets; with `text_later`, only the targets Whisper
+        writes itself (the spoken language, English): the text model's come after."""
         encoded = self.ears.encode([job.audio for job in jobs])
         sources = [job.source_lang for job in jobs]
         undeclared = [index for index, job in enumerate(jobs) if job.source_lang is None]
@@ -322,7 +326,7 @@ class Cascade:
                     result.translations[target] = ""  # nothing heard, or nothing to read it
                 else:
                     text_rows.append((index, result.transcript, result.source_lang, target))
-        if text_rows:
+        if text_rows and not text_later:
             texts = self.translator.translate([row[1:] for row in text_rows])
             for (index, _, _, target), text in zip(text_rows, texts, strict=True):
                 results[index].translations[target] = text

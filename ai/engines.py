@@ -43,12 +43,16 @@ class Translator(Protocol):
         batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
         *,
         priors: Sequence[str | None] = (),
+        text_later: bool = False,
     ) -> list[SpeechResult]:
         """Each item: (16 kHz audio, pinned source language or None, target languages).
 
         A source of None is detected among the languages the engine hears; `priors`
         (empty, or one per item) names the language each speaker declared, which
-        detection favours.
+        detection favours. With `text_later`, an engine that writes some targets from
+        the transcript with a separate text model may leave them out of `translations`:
+        the caller asks `translate_text` for them, and what is written from the speech
+        reaches its listeners without waiting for the text model.
         """
         ...
 

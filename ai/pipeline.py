@@ -26,6 +26,7 @@ from ai.stages import (
     SpeakerIdentifier,
     SpeakTranslation,
     TranslateSpeech,
+    TranslateText,
     VoiceCaster,
 )
 from ai.utterance import Audio, Stage, Utterance
@@ -91,6 +92,7 @@ class PipelineEngines:
         self.translate = TranslateSpeech(
             translator, window=batch_window, max_batch=max_batch, max_pending=max_pending
         )
+        self.translate_text = TranslateText(translator)
         self.speak = SpeakTranslation(
             synthesizer, translator, slots=speech_slots, seamless_spoken=seamless_spoken
         )
@@ -202,28 +204,49 @@ class RoomPipeline:
         if self._heard_back(utterance):
             self._sink.on_discarded(utterance)
             return
-        self._caption(utterance, targets)
-        await asyncio.gather(*(self._speak(utterance, lang) for lang in targets))
+        later = [
+            lang for lang in targets
+            if lang != utterance.source_lang and lang not in utterance.translations
+        ]
+        now = [lang for lang in targets if lang not in later]
+        self._caption(utterance, now)
+        await asyncio.gather(
+            *(self._speak(utterance, lang) for lang in now),
+            *(self._translate_then_speak(utterance, lang) for lang in later),
+        )
 
     def _caption(self, utterance: Utterance, targets: Sequence[str]) -> None:
         source, transcript = utterance.source_lang or "", utterance.transcript or ""
         if transcript:
             self._sink.on_caption(utterance, source, transcript, False)
         for lang in targets:
-            text = transcript if lang == source else utterance.translations.get(lang)
-            if text:
-                self._sink.on_caption(utterance, lang, text, True)
+            self._caption_in(utterance, lang)
         if transcript and source not in targets:
             self._sink.on_caption(utterance, source, transcript, True)
+
+    def _caption_in(self, utterance: Utterance, lang: str) -> None:
+        text = (utterance.transcript if lang == utterance.source_lang
+                else utterance.translations.get(lang))
+        if text:
+            self._sink.on_caption(utterance, lang, text, True)
+
+    async def _translate_then_speak(self, utterance: Utterance, lang: str) -> None:
+        """A target the text model writes from the transcript, after the others went out."""
+        try:
+            await self._engines.translate_text(utterance, lang)
+        except Exception as error:
+            log.warning("translation into %s failed on utterance %s: %s", lang, utterance.id,
+                        error)
+            self._fail(utterance, f"translation into {lang} failed: {error}", lang)
+            return
+        self._caption_in(utterance, lang)
+        await self._speak(utterance, lang)
 
     async def _speak(self, utterance: Utterance, lang: str) -> None:
         if lang == utterance.source_lang:  # detected: its listeners hear the speaker's own voice
             self._sink.on_speech_end(utterance, lang)
             return
-        text = utterance.translations.get(lang)
-        if text is None:
-            self._fail(utterance, f"the translator gave nothing in {lang}", lang)
-            return
+        text = utterance.translations[lang]  # every target is written before it is spoken
 
         def emit(chunk: Audio) -> None:
             self._sink.on_speech(utterance, lang, chunk)

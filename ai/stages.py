@@ -68,8 +68,10 @@ class IdentifySpeaker:
 class TranslateSpeech:
     """Transcribes and translates through the shared micro-batcher; stamps `Stage.TRANSLATED`.
 
-    Raises what the translator raised for this utterance alone, or
-    `BatcherFull` when the translator's queue is at its bound.
+    Targets a translator writes from the transcript with a separate text model may be
+    missing afterwards (`text_later`): `TranslateText` writes them. Raises what the
+    translator raised for this utterance alone, or `BatcherFull` when the translator's
+    queue is at its bound.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class TranslateSpeech:
             return await translator.translate_speech(
                 [(audio, pinned, targets) for audio, pinned, targets, _ in batch],
                 priors=[prior for *_, prior in batch],
+                text_later=True,
             )
 
         self.batcher: MicroBatcher[SpeechRequest, SpeechResult] = MicroBatcher(
@@ -105,6 +108,22 @@ class TranslateSpeech:
 
     async def close(self) -> None:
         await self.batcher.close()
+
+
+class TranslateText:
+    """Writes one target from the utterance's transcript, for what `TranslateSpeech` left
+    out. Queue bound: the translator's own (a busy one raises)."""
+
+    def __init__(self, translator: Translator) -> None:
+        self.translator = translator
+
+    async def __call__(self, utterance: Utterance, lang: str) -> None:
+        source, transcript = utterance.source_lang, utterance.transcript
+        if source is None or not transcript:
+            utterance.translations[lang] = ""  # nothing heard: nothing to say
+            return
+        (text,) = await self.translator.translate_text([transcript], source, lang)
+        utterance.translations[lang] = text
 
 
 class SpeakTranslation:

@@ -221,8 +221,10 @@ class SeamlessTranslator:
         candidates: Sequence[str] = (),
         *,
         priors: Sequence[str | None] = (),
+        text_later: bool = False,
     ) -> list[SpeechResult]:
-        """One encoder pass over the batch, one decode over every (item, language).
+        """One encoder pass over the batch, one decode over every (item, language);
+        every target comes from the speech, so `text_later` changes nothing.
 
         `candidates` are tried, with each item's targets, its prior and
         `detect_candidates`, for items whose source language is None.
@@ -302,9 +304,11 @@ class CascadeTranslator:
         batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
         *,
         priors: Sequence[str | None] = (),
+        text_later: bool = False,
     ) -> list[SpeechResult]:
         """One Whisper encoder pass and decode over the batch, one text translation
-        over every (item, target) pair; a source of None is detected, favouring its prior."""
+        over every (item, target) pair (none with `text_later`: those targets are left
+        out); a source of None is detected, favouring its prior."""
         from ai.cascade import CascadeJob
 
         jobs = []
@@ -316,7 +320,7 @@ class CascadeTranslator:
             jobs.append(CascadeJob(samples, source, wanted, prior))
         if not jobs:
             return []
-        return await self._thread.run(self.engine.translate_speech, jobs)
+        return await self._thread.run(self.engine.translate_speech, jobs, text_later)
 
     async def translate_text(
         self, texts: Sequence[str], source_lang: str, target_lang: str

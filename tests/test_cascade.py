@@ -110,6 +110,21 @@ async def test_english_from_the_text_translator_when_asked(
     assert result.translations["eng"] and "morning" not in result.translations["eng"]
 
 
+async def test_text_later_leaves_the_text_models_targets_to_translate_text(
+    cascade_translator: CascadeTranslator, spanish_speech: list[Audio]
+) -> None:
+    engine = cascade_translator.engine
+    with counting(engine.translator, "translate") as translations:
+        [result] = await cascade_translator.translate_speech(
+            [(spanish_speech[1], "spa", ["spa", "eng", "fra"])], text_later=True
+        )
+    assert translations == []  # Whisper alone ran
+    assert set(result.translations) == {"spa", "eng"}
+    assert {"train", "station"} <= content_words(result.translations["eng"])
+    [french] = await cascade_translator.translate_text([result.transcript], "spa", "fra")
+    assert french  # the tiny NLLB: words not checked
+
+
 def cascade_translator_job(audio: Audio, targets: Sequence[str]) -> Any:
     from ai.cascade import CascadeJob
 

@@ -40,12 +40,20 @@ class Translator:
         self.batches: list[list[tuple[int, str | None, tuple[str, ...]]]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.from_text: set[str] = set()
+        """Targets written from the transcript, as the cascade's NLLB does: left out under
+        `text_later`, then written by `translate_text`, which `text_gate` holds."""
+        self.text_gate = asyncio.Event()
+        self.text_gate.set()
+        self.text_calls: list[tuple[list[str], str, str]] = []
+        self.text_broken = False
 
     async def translate_speech(
         self,
         batch: Sequence[tuple[Audio, str | None, Sequence[str]]],
         *,
         priors: Sequence[str | None] = (),
+        text_later: bool = False,
     ) -> list[SpeechResult]:
         self.batches.append([(len(audio), src, tuple(targets)) for audio, src, targets in batch])
         await self.gate.wait()
@@ -55,7 +63,10 @@ class Translator:
             SpeechResult(
                 transcript=f"said {len(audio)}",
                 source_lang=src or "eng",
-                translations={lang: f"[{lang}] said {len(audio)}" for lang in targets},
+                translations={
+                    lang: f"[{lang}] said {len(audio)}" for lang in targets
+                    if not (text_later and lang in self.from_text)
+                },
             )
             for audio, src, targets in batch
         ]
@@ -63,6 +74,10 @@ class Translator:
     async def translate_text(
         self, texts: Sequence[str], source_lang: str, target_lang: str
     ) -> list[str]:
+        self.text_calls.append((list(texts), source_lang, target_lang))
+        await self.text_gate.wait()
+        if self.text_broken:
+            raise RuntimeError("text model broke")
         return [f"[{target_lang}] {text}" for text in texts]
 
     async def speak(self, text: str, lang: str) -> tuple[Audio, int]:
@@ -180,6 +195,45 @@ async def engines(translator: Translator, synthesizer: Synthesizer) -> PipelineE
 
 def other_tasks() -> set[asyncio.Task[object]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
+
+
+async def test_what_is_written_from_the_speech_does_not_wait_for_the_text_model(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    """As the cascade writes English with Whisper and Spanish with NLLB from the
+    transcript: the English caption and speech go out while the Spanish is still being
+    written, and the Spanish follows from the transcript."""
+    translator.from_text = {"spa"}
+    translator.text_gate.clear()
+    room = Room(engines, {"eng", "spa"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="pierre", source_lang="fra")
+    assert room.pipeline.submit(utt)
+    await room.sink.until(lambda: ("speech_end", "eng") in room.sink.of(utt))
+    assert ("caption", "eng", "[eng] said 16000", True) in room.sink.of(utt)
+    assert not [e for e in room.sink.of(utt) if "spa" in e]
+    assert translator.text_calls == [(["said 16000"], "fra", "spa")]
+
+    translator.text_gate.set()
+    await room.sink.until_finished(utt)
+    events = room.sink.of(utt)
+    assert ("caption", "spa", "[spa] said 16000", True) in events
+    assert ("speech_end", "spa") in events
+    assert not [e for e in events if e[0] == "error"]
+
+
+async def test_a_failed_text_translation_fails_its_language_alone(
+    engines: PipelineEngines, translator: Translator
+) -> None:
+    translator.from_text = {"spa"}
+    translator.text_broken = True
+    room = Room(engines, {"eng", "spa"})
+    utt = Utterance(speech(), 0.0, 1.0, source_id="pierre", source_lang="fra")
+    assert room.pipeline.submit(utt)
+    await room.sink.until_finished(utt)
+    events = room.sink.of(utt)
+    assert ("speech_end", "eng") in events
+    assert ("error", "spa", "translation into spa failed: text model broke") in events
+    assert not [e for e in events if e[0] in ("caption", "speech") and e[1] == "spa"]
 
 
 async def test_a_detected_language_is_captioned_with_the_transcript_and_not_spoken(
