@@ -38,9 +38,11 @@ part of it ("good morning to everyone good morning to everyone", from whisper-ba
 words count, not their order."""
 
 FEWEST_WORDS = 3
-"""Fewer heard words than this must match a played text as a whole: a word or two found
-inside a longer translation ("sí", "okay") is as likely someone at the table saying it
-while it played. Text without spaces (Chinese, Japanese, Thai) counts characters."""
+"""Fewer heard words than this must match a played text as a whole, or, two words, stand
+in it side by side: one word found inside a longer translation ("sí", "okay") is as
+likely someone at the table saying it while it played, but the VAD also cuts two-word
+fragments such as "to everyone" out of an echo at the playback's pauses. Text without
+spaces (Chinese, Japanese, Thai) counts characters, and matches as a whole only."""
 
 UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR")
 """Scripts written without spaces between words (Unicode character name prefixes)."""
@@ -132,7 +134,9 @@ class PlayedTranslations:
 def _similar(heard: str, heard_words: list[str], played: str, unspaced: bool) -> bool:
     """`heard_words` are `heard`'s words, or its characters where `unspaced`."""
     if len(heard_words) < FEWEST_WORDS:
-        return SequenceMatcher(None, heard, played, autojunk=False).ratio() >= SIMILAR
+        if SequenceMatcher(None, heard, played, autojunk=False).ratio() >= SIMILAR:
+            return True
+        return not unspaced and len(heard_words) == 2 and f" {heard} " in f" {played} "
     played_words = set(played.replace(" ", "")) if unspaced else set(played.split())
     found = sum(1 for word in heard_words if word in played_words)
     return found >= SIMILAR * len(heard_words)

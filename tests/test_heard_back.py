@@ -93,11 +93,14 @@ def test_someone_saying_something_else_over_it_is_not_taken_for_it() -> None:
     )
 
 
-def test_a_word_or_two_must_match_a_translation_as_a_whole() -> None:
+def test_one_word_must_match_a_translation_as_a_whole_and_two_side_by_side() -> None:
     record = played()
     assert not record.heard_back(heard("Hola.", "spa", 1000.2, 0.5), {"spa"})  # only part of it
     short = played("Sí, claro.")
     assert short.heard_back(heard("si claro", "spa", 1000.2, 0.8), {"spa"})
+    assert record.heard_back(heard("A todos.", "spa", 1000.2, 0.6), {"spa"})  # cut from it
+    assert not record.heard_back(heard("Todos, hola.", "spa", 1000.2, 0.6), {"spa"})
+    assert not record.heard_back(heard("a todas", "spa", 1000.2, 0.6), {"spa"})
 
 
 def test_writing_without_spaces_is_compared_character_by_character() -> None:
