@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -66,8 +67,6 @@ def nllb_600m(cache: Path) -> Path:
     if not (model / "model.bin").is_file():
         print(f"  .. building a random NLLB-200 600M-shaped model into {folder} (once)")
         if folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         build_random_nllb(folder, NLLB_600M, quantization="int8")
     return model
