@@ -24,7 +24,13 @@ from aiohttp import web
 from ai.models import ENGINES, MODEL_SPECS, MissingModels, ModelSettings, ModelSpec, resolve_all
 from media.ice import local_addresses, parse_ice_server, plan_host_addresses
 from signaling.languages import table_languages, untranslated_languages
-from signaling.memory import freeze_start_up
+from signaling.memory import (
+    ALLOCATORS,
+    AllocatorUnavailable,
+    freeze_start_up,
+    restart_on,
+    running_allocator,
+)
 from signaling.tls import (
     HANDSHAKE_TIMEOUT_SECONDS,
     TLSSite,
@@ -50,6 +56,7 @@ class Settings(ServerSettings):
     http: bool = False
     log_level: str = "INFO"
     no_translation: bool = False
+    allocator: str = "system"
     download_models: bool = False
     threads: int = 0
     models_dir: Path | None = None
@@ -217,6 +224,10 @@ FLAGS: list[Flag] = [
          "and returns of freed memory to the system (glibc's malloc_trim, on a worker "
          "thread), so a burst's high-water mark is not kept; 0: never",
          _grace_seconds, metavar="SECONDS"),
+    Flag("--allocator", "allocator",
+         "the C allocator: system (glibc), or jemalloc, which gives back what bursts of "
+         "connections leave (the server restarts itself on libjemalloc; apt-get install "
+         "libjemalloc2)", _choice(*ALLOCATORS), metavar="NAME"),
     Flag("--log-level", "log_level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     Flag("--no-translation", "no_translation",
          "run rooms without the AI engines: people hear only same-language voices",
@@ -367,9 +378,18 @@ async def serve(settings: Settings, app: web.Application, ssl_context: ssl.SSLCo
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    try:
+        restart_on(settings.allocator)
+    except AllocatorUnavailable as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(1) from None
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.allocator != "system":
+        logging.getLogger(__name__).info(
+            "running on %s (MALLOC_CONF=%s)", running_allocator(), os.environ.get("MALLOC_CONF")
+        )
     if settings.download_models or not settings.no_translation:
         try:
             models = resolve_all(

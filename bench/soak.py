@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.soak            # the full run (a few minutes on 2 cores)
     .venv/bin/python -m bench.soak --quick    # a tenth of each phase
+    .venv/bin/python -m bench.soak --allocator jemalloc   # the server on jemalloc
 
 The server is `app.py --no-translation --http` in its own process. Phases, each bounded
 in count and time:
@@ -49,6 +50,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from bench.running import run
 from media.ice import offer_host_addresses
+from signaling.memory import ALLOCATORS
 from tests.fixtures.processes import free_port
 from tests.fixtures.webrtc import SpeechTrack
 
@@ -435,7 +437,10 @@ async def settled_stats(session: aiohttp.ClientSession, base: str, pid: int) -> 
     return stats if heap is None else {**stats, "python_heap_bytes": heap}
 
 
-async def soak(scale: float, system_malloc: bool = False, trace_python: bool = False) -> int:
+async def soak(
+    scale: float, system_malloc: bool = False, trace_python: bool = False,
+    allocator: str = "system",
+) -> int:
     offer_host_addresses(["127.0.0.1"])
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -444,6 +449,7 @@ async def soak(scale: float, system_malloc: bool = False, trace_python: bool = F
         "--no-translation", "--http", "--host", "127.0.0.1",
         "--port", str(port), "--ice-address", "127.0.0.1", "--log-level", "ERROR",
         "--max-participants", "200", "--memory-trim-interval", str(TRIM_SECONDS),
+        "--allocator", allocator,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONMALLOC": "malloc"} if system_malloc else None,
     )
@@ -464,8 +470,8 @@ async def soak(scale: float, system_malloc: bool = False, trace_python: bool = F
             await warm_up
         idle_health = await settle(session, base, {"tasks": 1_000_000})
         before = await settled_stats(session, base, process.pid)
-        print(f"bench.soak: server pid {process.pid}, documented error codes {sorted(codes)}, "
-              f"close codes {sorted(closes)}", flush=True)
+        print(f"bench.soak: server pid {process.pid} on {idle_health['allocator']}, documented "
+              f"error codes {sorted(codes)}, close codes {sorted(closes)}", flush=True)
         print(line("idle, after warm-up", before), flush=True)
         phases = [
             ("hostile messages", lambda t: hostile(session, base, int(10_000 * scale), t)),
@@ -562,9 +568,14 @@ def main() -> None:
         help="run the server under `python -X tracemalloc` and print its Python heap beside "
         "RSS: RSS that grows while the heap does not is allocator pages or C memory",
     )
+    parser.add_argument(
+        "--allocator", choices=ALLOCATORS, default="system",
+        help="the server's --allocator (jemalloc: restarted on libjemalloc, Python's objects "
+        "in it too)",
+    )
     args = parser.parse_args()
     raise SystemExit(run(soak(0.1 if args.quick else 1.0, args.system_malloc,
-                              args.trace_python)))
+                              args.trace_python, args.allocator)))
 
 
 if __name__ == "__main__":

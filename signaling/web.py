@@ -22,7 +22,7 @@ from signaling.handlers import core_messages
 from signaling.http_log import quiet_malformed_requests
 from signaling.invite import add_invite_routes
 from signaling.languages import LanguageSource, table_languages
-from signaling.memory import TRIM_INTERVAL_SECONDS, trim_memory_periodically
+from signaling.memory import TRIM_INTERVAL_SECONDS, running_allocator, trim_memory_periodically
 from signaling.messages import ErrorCode, MessageRegistry
 from signaling.rooms import RESUME_GRACE_SECONDS, Rooms
 from signaling.session import Session, SessionLimits, Signaling
@@ -48,6 +48,7 @@ MAX_UPLOAD_BYTES = 25 * 2**20
 
 SIGNALING = web.AppKey("signaling", Signaling)
 STARTED = web.AppKey("started", float)
+ALLOCATOR = web.AppKey("allocator", str)
 
 
 @dataclass
@@ -121,6 +122,7 @@ def create_app(
         limits=settings.limits,
     )
     app[STARTED] = time.monotonic()
+    app[ALLOCATOR] = running_allocator()
 
     async def shutdown(app: web.Application) -> None:
         signaling = app[SIGNALING]
@@ -266,6 +268,7 @@ async def health(request: web.Request) -> web.Response:
             "peer_connections": len(signaling.peers),
             "tasks": len(asyncio.all_tasks()),
             "mixers": rooms.mixer_totals(),
+            "allocator": request.app[ALLOCATOR],
             **_python_heap(),
         }
     )

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from ctypes.util import find_library
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from cryptography import x509
 
 from ai.models import TestAssets
 from app import FLAGS, build_parser, parse_settings
+from signaling import memory
 from signaling.session import SessionLimits
 from signaling.tls import self_signed_certificate
 from tests.fixtures.processes import free_port
@@ -227,10 +229,41 @@ async def test_plain_http_mode(tmp_path: Path) -> None:
     )
     assert startup[-1].strip().startswith("BabbleFish is listening: open http://127.0.0.1:")
     assert health["status"] == "ok" and code == 0
+    assert health["allocator"] == "system"
     assert not (tmp_path / "tls").exists()
     # What start-up made is never garbage: the collector's full walks skip it.
     frozen = [re.search(r"froze (\d+) start-up objects", line) for line in startup]
     assert any(match and int(match[1]) > 10_000 for match in frozen), startup
+
+
+@pytest.mark.skipif(find_library("jemalloc") is None,
+                    reason="libjemalloc is not installed (apt-get install libjemalloc2)")
+async def test_allocator_jemalloc_restarts_the_server_on_it(tmp_path: Path) -> None:
+    env = {"BABBLEFISH_PORT": str(free_port()), "BABBLEFISH_DATA_DIR": str(tmp_path),
+           "BABBLEFISH_ALLOCATOR": "jemalloc"}
+    startup, health, code = await serve_once(["--http", "--host", "127.0.0.1"], env)
+    assert health["allocator"] == "jemalloc" and code == 0, startup
+
+
+def test_allocator_jemalloc_that_does_not_load_exits_with_a_message(tmp_path: Path) -> None:
+    # As if the restarted server had come back without the library preloaded.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--no-translation", "--allocator", "jemalloc"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BABBLEFISH_ALLOCATOR_RESTARTED": "1", "LD_PRELOAD": ""},
+    )
+    assert result.returncode == 1
+    assert "still not running on jemalloc" in result.stderr, result.stderr
+
+
+def test_allocator_jemalloc_without_the_library_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "find_library", lambda name: None)
+    monkeypatch.setattr(memory, "running_allocator", lambda: "system")
+    with pytest.raises(memory.AllocatorUnavailable, match="apt-get install libjemalloc2"):
+        memory.restart_on("jemalloc", {})
+    memory.restart_on("system", {})  # the default restarts nothing
 
 
 def test_missing_models_exit_with_one_message_naming_each_flag(tmp_path: Path) -> None:
