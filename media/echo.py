@@ -88,9 +88,9 @@ exactly those seconds loses them; after that, double talk passes."""
 
 UNHEARD_WINDOWS = 16
 """A loudspeaker of the table that played through this many analysis windows in a row
-(8 s) without this microphone hearing it at all is not heard here, and no longer mutes
-it while unmeasured: a phone carried away from the table would otherwise stay muted
-whenever the table's phones play, until it is ungrouped."""
+(8 s) without this microphone hearing it, or anything the table hears, is not heard here,
+and no longer mutes it while unmeasured: a phone carried away from the table would
+otherwise stay muted whenever the table's phones play, until it is ungrouped."""
 
 ONSET_FRAMES = 40
 ONSET_RESIDUAL_DB = 6.0
@@ -185,10 +185,11 @@ class EchoPath:
 
     def observe(self, found: Match, sound_heard: bool = False, alone: bool = False) -> None:
         """One analysis window in which the loudspeaker played, and where this microphone
-        heard it best. `sound_heard`: another loudspeaker playing the same sound was heard
-        clearly, so a copy of this one that was not is no sign that it is out of earshot
-        (its copy may be too close to a louder one to tell apart). `alone`: no other
-        loudspeaker heard here played anything, so `found` can be no one else's copy."""
+        heard it best. `sound_heard`: a copy of it that was not heard clearly is no sign
+        that it is out of earshot, because another loudspeaker playing the same sound was
+        heard clearly (its copy may be too close to a louder one to tell apart), or because
+        the microphone hears what others at its table hear, which may mask it. `alone`: no
+        other loudspeaker heard here played anything, so `found` can be no one else's copy."""
         tracked = self.evidence.tracks(found)
         self.evidence.observe(found)
         if self.evidence.lag is None:

@@ -307,6 +307,19 @@ class AcousticTables:
             audible = self._audible_from(mic_pid)
             heard_playing[mic_pid] = [p for p in playing if p != mic_pid and p in audible]
         hears_playback: set[str] = set()
+        shares: dict[str, bool] = {}
+
+        def shares_sound(mic_pid: str) -> bool:
+            """Whether another microphone of its table hears what this one does: a talker
+            there (seen live: the table's talkers masked a loudspeaker for 9 s in a row)
+            or a loudspeaker. A phone carried away from the table shares nothing."""
+            if mic_pid not in shares:
+                shares[mic_pid] = any(
+                    match(raw[mic_pid], raw[other]).clarity >= CLEAR
+                    for other in self._audible_from(mic_pid) if other != mic_pid and other in raw
+                )
+            return shares[mic_pid]
+
         for sharing in _same_sound(playing):
             reference = Window(playing[sharing[0]], MAX_LAG)
             for mic_pid, person in live.items():
@@ -316,7 +329,9 @@ class AcousticTables:
                     copies = matches(reference, raw[mic_pid], len(speakers))
                     if any(one.clarity >= CONSISTENT for one in copies):
                         hears_playback.add(mic_pid)
-                    sound_heard = any(one.clarity >= CLEAR for one in copies)
+                    sound_heard = any(one.clarity >= CLEAR for one in copies) or shares_sound(
+                        mic_pid
+                    )
                     alone = len(heard_playing[mic_pid]) == 1
                     for pid, one in _assign(person.echo, speakers, copies):
                         person.echo.path(pid).observe(one, sound_heard, alone)

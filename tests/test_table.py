@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from media.correlation import Match
-from media.echo import MicEcho
+from media.echo import UNHEARD_WINDOWS, EchoPath, MicEcho
 from media.echo_cancellers import WebRtcCanceller
 from media.grouping import CLEAR, LAG_TOLERANCE
+from media.inbound import Chunk16k
 from media.table import MAX_LAG, AcousticTables, _assign
+from media.timeline import FRAME, RATE
 from tests.acoustic_room import Signal, table_of
 from tests.fixtures.speech import compose
 from tests.table_sim import Heard, Link, TableSim
@@ -357,3 +359,48 @@ def test_a_lag_measured_among_copies_is_not_shared() -> None:
     assert not echo.path("p2").measured_alone
     echo.path("p2").observe(found[1], alone=True)
     assert echo.path("p2").measured_alone
+
+
+def _table_under_a_talker(carried_away: bool) -> tuple[AcousticTables, EchoPath | None]:
+    """14 s of one talker heard by all three phones (p2 nearest), and from 3 s on, p0's
+    loudspeaker playing into p2's microphone 26 dB under that talker, 300 ms late. With
+    `carried_away`, p2 is elsewhere: it hears only its own owner, and none of the table."""
+    rng = np.random.default_rng(3)
+    tables = AcousticTables()
+    for pid in ("p0", "p1", "p2"):
+        tables.add(pid)
+    length = 14 * RATE
+    talking = (np.arange(length) // (RATE // 2)) % 4 != 3  # 1.5 s on, 0.5 s off
+    talker = rng.standard_normal(length).astype(np.float32) * 0.1 * talking
+    played = rng.standard_normal(length).astype(np.float32) * 0.1
+    played[: 3 * RATE] = 0
+    late = int(0.3 * RATE)
+    mics = {pid: np.roll(talker, 40) * gain for pid, gain in (("p0", 0.3), ("p1", 0.5),
+                                                                 ("p2", 1.0))}
+    if carried_away:
+        mics["p2"] = rng.standard_normal(length).astype(np.float32) * 0.1 * talking
+    else:
+        mics["p2"] += np.concatenate([np.zeros(late, np.float32), played[:-late]]) * 0.05
+    for k in range(length // FRAME):
+        now = 1000.0 + k * 0.02
+        frame = slice(k * FRAME, (k + 1) * FRAME)
+        sent = np.repeat(played[frame], 3)
+        tables.played("p0", sent if np.any(sent) else None, at=now)
+        for pid, heard in mics.items():
+            hiss = rng.standard_normal(FRAME).astype(np.float32) * 1e-3
+            tables.mic(pid, Chunk16k(heard[frame] + hiss, k * 0.02, now))
+    return tables, tables._people["p2"].echo.paths.get("p0")  # type: ignore[union-attr]
+
+
+def test_a_loudspeaker_the_tables_talk_masks_is_not_taken_for_one_out_of_earshot() -> None:
+    """Seen live: while the table talked in turns, p0's loudspeaker was never heard
+    clearly at p2's microphone for 9 s, so p2 took it to be out of earshot; when it next
+    played, with its echo path not measured yet, its first second went to the VAD."""
+    tables, path = _table_under_a_talker(carried_away=False)
+    assert tables.groups() == [frozenset({"p0", "p1", "p2"})]
+    assert path is not None and not path.measured  # never heard clearly: masked
+    assert path.unheard < UNHEARD_WINDOWS
+    # A phone carried away shares nothing with the table: the rule still frees it.
+    tables, path = _table_under_a_talker(carried_away=True)
+    assert tables.groups() == [frozenset({"p0", "p1"})]
+    assert path is not None and path.unheard >= UNHEARD_WINDOWS
