@@ -49,6 +49,13 @@ def frame_db(samples: Pcm) -> float:
     return 10.0 * math.log10(power) if power > 1e-10 else SILENT_DB
 
 
+def frame_levels(samples: Pcm) -> np.ndarray:
+    """The level (dB) of each whole 20 ms frame of `samples`."""
+    frames = samples[: len(samples) // FRAME * FRAME].reshape(-1, FRAME)
+    power = np.einsum("ij,ij->i", frames, frames) / FRAME
+    return 10.0 * np.log10(np.maximum(power, 1e-10))
+
+
 @dataclass
 class MicLevel:
     """One microphone's frame levels and envelope on its own 20 ms grid, newest last."""
@@ -70,17 +77,15 @@ class MicLevel:
         """Timeline position one past the newest frame pushed."""
         return None if self.origin is None else self.origin + self.count * FRAME
 
-    def push(self, start: int, samples: Pcm) -> float:
+    def push(self, start: int, db: float) -> None:
         """The next frame's level (dB). Frames come in order, one step apart; after a jump
         (a stream restarted) the grid moves so that this frame is its newest."""
         if self.origin is None or start != self.end:
             self.origin = start - self.count * FRAME
-        db = frame_db(samples)
         self.recent_db.append(db)
         previous = self._env[(self.count - 1) % RING_FRAMES] if self.count else SILENT_DB
         self._env[self.count % RING_FRAMES] = max(db, previous - DECAY_DB)
         self.count += 1
-        return db
 
     def envelope(self, start: int) -> float:
         """The loudest envelope of the frames overlapping `start` ± half a frame."""

@@ -41,19 +41,28 @@ utterances from it, which is the one thing this module must prevent; it also nee
 leaves no utterance. One instance costs about 1.6 % of a core, per loudspeaker heard
 (bench/colocated.py prints the table's cost per participant). Its cost is double talk:
 near speech is attenuated while a neighbour plays (the VAD still hears it, but levels
-across the table become less comparable, see bench/colocated.py).
+across the table become less comparable, see bench/colocated.py). Where its suppressor
+misjudges a frame either way, the echo each loudspeaker should leave in it tells
+(`media.echo_return`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from media.automix import frame_db
+from media.automix import SILENT_DB, frame_db
 from media.correlation import Match, likeness
 from media.echo_cancellers import Canceller
+from media.echo_return import (
+    ECHO_ALONE_LOSS_DB,
+    ENVELOPE_FRAMES,
+    EchoReturn,
+    NearSpeech,
+    echo_envelope,
+)
 from media.frames import Pcm
 from media.grouping import CLEAR, Evidence
 from media.resample import Decimator
@@ -157,6 +166,7 @@ class EchoPath:
     measured_alone: bool = False
     """Whether its tracked lag was confirmed in a window where no other loudspeaker this
     microphone hears played anything: a lag no other copy can have been taken for."""
+    echo_return: EchoReturn = field(default_factory=EchoReturn)
 
     @property
     def delay(self) -> int | None:
@@ -224,6 +234,10 @@ class MicEcho:
         """What the cancellers left of the last second, before any muting."""
         self.muted = False
         """Whether the last frame cleaned should be muted: it may be residual echo."""
+        self.near = NearSpeech()
+        """Near speech in the last frame, by the echo it should carry."""
+        self._echo_return = EchoReturn()
+        """The echo return of all its loudspeakers together (see `_expected_echo`)."""
 
     def path(self, speaker: str) -> EchoPath:
         return self.paths.setdefault(speaker, EchoPath(Evidence(self._max_lag)))
@@ -260,9 +274,11 @@ class MicEcho:
             references[speaker] = played
         if not references:
             self.muted = False
+            self.near.reset()
             return frame
         cleaned = frame
         playing = False
+        sounding = []
         for speaker, reference in sorted(references.items()):
             prior = self._last_played.get(speaker)
             if frame_db(reference) >= PLAYED_ACTIVE_DBFS:
@@ -277,15 +293,51 @@ class MicEcho:
             if canceller is None:
                 canceller = self._cancellers[speaker] = self._make()
             cleaned = canceller.process(cleaned, reference)
+            sounding.append(speaker)
         self._left.write(start, cleaned)
         residual = self._onset > 0 and frame_db(frame) - frame_db(cleaned) >= ONSET_RESIDUAL_DB
         self._onset = max(self._onset - 1, 0)
+        self.near.update(frame, self._expected_echo(start, frame, cleaned, sounding, speakers),
+                         cleaned)
+        residual = residual or (self.near.echo_left and frame_db(cleaned) >= PLAYED_ACTIVE_DBFS)
         residual = residual or self._echo_left(start, cleaned, speakers)
         self.muted = unmeasured_playing or residual or (playing and self._settling > 0)
         if playing and self._settling > 0:
             self._settling -= 1
         return cleaned
 
+    def _expected_echo(
+        self, start: int, frame: Pcm, cleaned: Pcm, sounding: list[str],
+        speakers: dict[str, Loudspeaker],
+    ) -> float | None:
+        """The level (dB) of the echo the frame at `start` should carry from the
+        loudspeakers `sounding` in it, or None while that is unknown. Frames the
+        cancellers took most of out measure the echo returns: each loudspeaker's where it
+        sounds alone, and that of them all together, for loudspeakers that never sound
+        alone here (two phones of one language play every translation together)."""
+        envelopes = {}
+        for speaker in sounding:
+            delay = self.paths[speaker].delay
+            if delay is None:
+                return None
+            since = start - delay - (ENVELOPE_FRAMES - 1) * FRAME
+            played = speakers[speaker].played.read(since, ENVELOPE_FRAMES * FRAME)
+            envelopes[speaker] = echo_envelope(played)
+        if not envelopes:
+            return None
+        together = _sum_db(envelopes.values())
+        heard_db = frame_db(frame)
+        if heard_db - frame_db(cleaned) >= ECHO_ALONE_LOSS_DB and together >= PLAYED_ACTIVE_DBFS:
+            self._echo_return.learn(heard_db, together)
+            if len(envelopes) == 1:
+                (speaker,) = envelopes
+                self.paths[speaker].echo_return.learn(heard_db, together)
+        returns = [self.paths[speaker].echo_return.db for speaker in envelopes]
+        if all(db is not None for db in returns):
+            return _sum_db(envelope + db for envelope, db in zip(
+                envelopes.values(), returns, strict=True) if db is not None)
+        combined = self._echo_return.db
+        return None if combined is None else together + combined
 
     def _echo_left(self, start: int, cleaned: Pcm, speakers: dict[str, Loudspeaker]) -> bool:
         """Whether what the cancellers left of the last `LIKENESS_WINDOW` is still mostly
@@ -307,6 +359,11 @@ class MicEcho:
             if likeness(left, played) >= ECHO_LIKENESS:
                 return True
         return False
+
+
+def _sum_db(levels: Iterable[float]) -> float:
+    total = sum(10.0 ** (db / 10.0) for db in levels)
+    return 10.0 * float(np.log10(total)) if total > 1e-10 else SILENT_DB
 
 
 def echo_dominated(before: Pcm, after: Pcm) -> bool:

@@ -8,7 +8,8 @@ the server sent every phone. It
 2. removes the echo of other phones' loudspeakers from each microphone (`media.echo`);
 3. per group, gates a microphone's frames that only carry crosstalk of a talker another
    microphone hears better (`media.automix`), so each sentence reaches the VAD once, from
-   the talker's own phone.
+   the talker's own phone. A talker the cancellers took down with a neighbour's echo
+   is weighed at the level their microphone shows over that echo (`media.echo_return`).
 
 Participants in no group pass through with only step 2, which changes nothing unless a
 loudspeaker is heard: a remote participant is treated exactly as before.
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from media.automix import ACTIVE_DB, AutoMixer, MicLevel, Peer, frame_db
+from media.automix import ACTIVE_DB, AutoMixer, MicLevel, Peer, frame_db, frame_levels
 from media.correlation import Match, Window, match, matches
 from media.echo import PLAYED_ACTIVE_DBFS, Loudspeaker, MicEcho, echo_dominated
 from media.echo_cancellers import Canceller, WebRtcCanceller
@@ -166,8 +167,12 @@ class AcousticTables:
             cleaned = person.echo.clean(at, frame, speakers, nearby)
             # The automix weighs the cancellers' output, muted or not: a talker muted
             # while a canceller settles is still the talker, and a neighbour's microphone
-            # that hears them must not win the sentence meanwhile.
-            person.level.push(at, cleaned)
+            # that hears them must not win the sentence meanwhile. For the same reason a
+            # talker the cancellers took down with an echo is weighed as heard.
+            level_db = frame_db(cleaned)
+            if person.echo.near.level_db is not None:
+                level_db = max(level_db, person.echo.near.level_db)
+            person.level.push(at, level_db)
             if person.echo.muted:
                 floor = max(person.level.floor_db, QUIETEST_FLOOR_DBFS)
                 cleaned = cleaned * np.float32(min(1.0, 10 ** ((floor - frame_db(cleaned)) / 20)))
@@ -438,17 +443,11 @@ def _assign(echo: MicEcho, speakers: list[str], found: list[Match]) -> list[tupl
     return pairs
 
 
-def _frame_levels(samples: Pcm) -> np.ndarray:
-    frames = samples[: len(samples) // FRAME * FRAME].reshape(-1, FRAME)
-    power = np.einsum("ij,ij->i", frames, frames) / FRAME
-    return 10.0 * np.log10(np.maximum(power, 1e-10))
-
-
 def _has_sound(samples: Pcm) -> bool:
-    levels = _frame_levels(samples)
+    levels = frame_levels(samples)
     floor = max(float(np.min(levels)), QUIETEST_FLOOR_DBFS)
     return float(np.mean(levels >= floor + ACTIVE_DB)) >= SOUND_SHARE
 
 
 def _is_playing(samples: Pcm) -> bool:
-    return float(np.mean(_frame_levels(samples) >= PLAYED_ACTIVE_DBFS)) >= SOUND_SHARE
+    return float(np.mean(frame_levels(samples) >= PLAYED_ACTIVE_DBFS)) >= SOUND_SHARE

@@ -372,14 +372,13 @@ LINES = [
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.xfail(
-    reason="flaky on a 2-core machine (2026-12-02). Since c16865d (a masked loudspeaker is no"
-    " longer taken for one out of earshot) the table code passed all 9 checks in 6 of 14 live"
-    " runs: 6 of 10 in one hour, then 0 of 4 (a CI run included) an hour later, with the"
-    " simulation on time in all; before it, 6 of 18. Failures since: (f) double talk: a"
-    " neighbour's loudspeaker starts over the talker, AEC3's suppressor takes the talker down"
-    " 30-40 dB at their own phone for 0.8 s, and the microphone across the table wins those"
-    " words; (d)/(b) played-back fragments: a loudspeaker that had long been idle still"
-    " cancelled by only about 5 dB after the 0.8 s onset mute; (a) a talker's first 0.4-0.8 s"
+    reason="flaky on a 2-core machine (2026-12-02). Since the echo returns (media/echo_return.py)"
+    " the table code passed all 9 checks in 2 of 3 live runs; before them, since c16865d, 7 of"
+    " 15, and before that 6 of 18, with the spread between hours larger than any change. The"
+    " failure left: (f) double talk: a neighbour's loudspeaker, about as loud at the talker's"
+    " phone as the talker, starts over them; AEC3's suppressor takes the talker down 30-40 dB"
+    " for up to 0.8 s, and the microphone across the table wins those words. Seen before:"
+    " (d)/(b) played-back fragments after a canceller restarts; (a) a talker's first 0.4-0.8 s"
     " also passed, ungated, on a neighbour's phone. These are issue 8's acceptance"
     " scenarios; remove this mark when they pass every run.",
     strict=False,

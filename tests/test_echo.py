@@ -143,3 +143,96 @@ def test_a_copy_lost_among_louder_copies_of_its_sound_is_not_counted_as_out_of_e
     assert path.unheard == 0
     path.observe(faint)
     assert path.unheard == 1
+
+
+DELAY = RATE * 200 // 1000
+
+
+class ReverberantPath:
+    """A loudspeaker heard by a microphone only through a room's reverberation (300 ms of
+    decaying reflections, no direct sound to speak of): what a canceller leaves of such
+    an echo is like the reference at no single lag."""
+
+    def __init__(self, db: float) -> None:
+        rng = np.random.default_rng(3)
+        taps = RATE * 300 // 1000
+        self.reflections = (rng.standard_normal(taps) * np.exp(-np.arange(taps) / (RATE * 0.06))
+                            * 0.05).astype(np.float32)
+        self.canceller = Attenuating(db)
+        self.echo = MicEcho(lambda: self.canceller, MAX_LAG)
+        self.speaker = Loudspeaker()
+        move(self.echo.path("neighbour"), DELAY)
+        self._noise = np.random.default_rng(5)
+        self.at = 0
+
+    def frames(self, count: int, playing: bool, talker_db: float | None = None) -> list[bool]:
+        """`count` frames of playback (or silence), over a talker `talker_db` louder than
+        the echo when given; whether each was muted."""
+        muted = []
+        for _ in range(count):
+            sent = 0.1 * self._noise.standard_normal(FRAME * 3) if playing else None
+            self.speaker.play(self.at, None if sent is None else sent.astype(np.float32))
+            heard = self.speaker.played.read(
+                self.at - DELAY - len(self.reflections) + 1, FRAME + len(self.reflections) - 1
+            )
+            mic = np.convolve(heard, self.reflections, "valid").astype(np.float32)
+            mic += (1e-4 * self._noise.standard_normal(FRAME)).astype(np.float32)
+            if talker_db is not None:
+                echo_rms = 10 ** (self.echo_db / 20)
+                talker = self._noise.standard_normal(FRAME) * echo_rms * 10 ** (talker_db / 20)
+                mic += talker.astype(np.float32)
+            self.echo.clean(self.at, mic, {"neighbour": self.speaker}, frozenset({"neighbour"}))
+            muted.append(self.echo.muted)
+            self.at += FRAME
+        return muted
+
+    @property
+    def echo_db(self) -> float:
+        """The echo's level at the microphone while the loudspeaker plays."""
+        played_db = 10 * np.log10(0.01 / 3)  # noise of 0.1 rms, decimated to 16 kHz
+        return played_db + 10 * np.log10(float(np.sum(np.square(self.reflections))))
+
+    def restart(self, db: float) -> None:
+        """The loudspeaker falls silent for 2 s; its canceller then takes `db` out."""
+        self.frames(100, playing=False)
+        self.canceller.db = db
+
+
+SETTLED = ONSET_FRAMES + TARGET_LEAD // FRAME + 5
+"""Frames of a restarted playback after which only the echo return decides."""
+
+
+def test_echo_a_restarted_canceller_leaves_is_muted_by_the_echo_it_should_carry() -> None:
+    """Seen live: a canceller starting again took 3-8 dB out of its echo's reverberant
+    tail for over a second, too little for the onset rule and too unlike the reference
+    at one lag for the likeness rule. The echo return learned while it cancelled well
+    says that all the microphone heard was echo."""
+    room = ReverberantPath(30.0)
+    room.frames(WARM_UP_FRAMES + 100, playing=True)
+    room.restart(5.0)
+    restarted = room.frames(SETTLED + 50, playing=True)
+    assert all(restarted[SETTLED:]), restarted
+
+
+def test_a_talker_louder_than_the_echo_is_kept_while_the_canceller_leaves_echo() -> None:
+    room = ReverberantPath(30.0)
+    room.frames(WARM_UP_FRAMES + 100, playing=True)
+    room.restart(5.0)
+    over = room.frames(SETTLED + 50, playing=True, talker_db=10.0)
+    assert not any(over[SETTLED:]), over
+
+
+def test_a_talker_the_canceller_takes_out_is_still_weighed_as_heard() -> None:
+    """Seen live: a loudspeaker starting over a talker made AEC3's suppressor take the
+    talker down 30-40 dB for 0.8 s. The automix weighs the near speech the microphone's
+    level shows over the echo it should carry, not what the canceller left."""
+    room = ReverberantPath(30.0)
+    room.frames(WARM_UP_FRAMES + 100, playing=True)
+    room.restart(40.0)
+    levels = []
+    for _ in range(50):
+        room.frames(1, playing=True, talker_db=10.0)
+        levels.append(room.echo.near.level_db)
+    talker_db = room.echo_db + 10.0
+    assert all(level is not None and abs(level - talker_db) < 2.0 for level in levels[10:]), (
+        talker_db, levels)
