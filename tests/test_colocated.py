@@ -373,11 +373,12 @@ LINES = [
 @pytest.mark.timeout(900)
 @pytest.mark.xfail(
     reason="flaky on a 2-core machine (2026-12-02). Since the echo returns (media/echo_return.py)"
-    " the table code passed all 9 checks in 2 of 3 live runs; before them, since c16865d, 7 of"
-    " 15, and before that 6 of 18, with the spread between hours larger than any change. The"
-    " failure left: (f) double talk: a neighbour's loudspeaker, about as loud at the talker's"
-    " phone as the talker, starts over them; AEC3's suppressor takes the talker down 30-40 dB"
-    " for up to 0.8 s, and the microphone across the table wins those words. Seen before:"
+    " the table code passed all 9 checks in 4 of 9 live runs (a CI run included); before them,"
+    " since c16865d, 7 of 15, and before that 6 of 18, with the spread between hours larger"
+    " than any change. Every failure traced since (4 of 4) is (f) double talk: a neighbour's"
+    " loudspeaker, as loud at the talker's phone as the talker (the expected echo there -20 to"
+    " -25 dBFS), starts over them; AEC3's suppressor takes the talker down 30-50 dB for up to"
+    " 0.8 s, and the microphone across the table wins those words. Seen before, not since:"
     " (d)/(b) played-back fragments after a canceller restarts; (a) a talker's first 0.4-0.8 s"
     " also passed, ungated, on a neighbour's phone. These are issue 8's acceptance"
     " scenarios; remove this mark when they pass every run.",
