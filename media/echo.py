@@ -48,12 +48,12 @@ misjudges a frame either way, the echo each loudspeaker should leave in it tells
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from media.automix import SILENT_DB, frame_db
+from media.automix import frame_db
 from media.correlation import Match, likeness
 from media.echo_cancellers import Canceller
 from media.echo_return import (
@@ -62,6 +62,7 @@ from media.echo_return import (
     EchoReturn,
     NearSpeech,
     echo_envelope,
+    sum_db,
 )
 from media.frames import Pcm
 from media.grouping import CLEAR, Evidence
@@ -295,11 +296,12 @@ class MicEcho:
             cleaned = canceller.process(cleaned, reference)
             sounding.append(speaker)
         self._left.write(start, cleaned)
-        residual = self._onset > 0 and frame_db(frame) - frame_db(cleaned) >= ONSET_RESIDUAL_DB
+        heard_db, left_db = frame_db(frame), frame_db(cleaned)
+        residual = self._onset > 0 and heard_db - left_db >= ONSET_RESIDUAL_DB
         self._onset = max(self._onset - 1, 0)
-        self.near.update(frame, self._expected_echo(start, frame, cleaned, sounding, speakers),
-                         cleaned)
-        residual = residual or (self.near.echo_left and frame_db(cleaned) >= PLAYED_ACTIVE_DBFS)
+        expected_db = self._expected_echo(start, heard_db, left_db, sounding, speakers)
+        self.near.update(heard_db, expected_db, left_db)
+        residual = residual or (self.near.echo_left and left_db >= PLAYED_ACTIVE_DBFS)
         residual = residual or self._echo_left(start, cleaned, speakers)
         self.muted = unmeasured_playing or residual or (playing and self._settling > 0)
         if playing and self._settling > 0:
@@ -307,14 +309,15 @@ class MicEcho:
         return cleaned
 
     def _expected_echo(
-        self, start: int, frame: Pcm, cleaned: Pcm, sounding: list[str],
+        self, start: int, heard_db: float, left_db: float, sounding: list[str],
         speakers: dict[str, Loudspeaker],
     ) -> float | None:
-        """The level (dB) of the echo the frame at `start` should carry from the
-        loudspeakers `sounding` in it, or None while that is unknown. Frames the
-        cancellers took most of out measure the echo returns: each loudspeaker's where it
-        sounds alone, and that of them all together, for loudspeakers that never sound
-        alone here (two phones of one language play every translation together)."""
+        """The level (dB) of the echo the frame at `start` (heard at `heard_db`, `left_db`
+        after the cancellers) should carry from the loudspeakers `sounding` in it, or
+        None while that is unknown. Frames the cancellers took most of out measure the
+        echo returns: each loudspeaker's where it sounds alone, and that of them all
+        together, for loudspeakers that never sound alone here (two phones of one
+        language play every translation together)."""
         envelopes = {}
         for speaker in sounding:
             delay = self.paths[speaker].delay
@@ -325,19 +328,20 @@ class MicEcho:
             envelopes[speaker] = echo_envelope(played)
         if not envelopes:
             return None
-        together = _sum_db(envelopes.values())
-        heard_db = frame_db(frame)
-        if heard_db - frame_db(cleaned) >= ECHO_ALONE_LOSS_DB and together >= PLAYED_ACTIVE_DBFS:
+        together = sum_db(envelopes.values())
+        if heard_db - left_db >= ECHO_ALONE_LOSS_DB and together >= PLAYED_ACTIVE_DBFS:
             self._echo_return.learn(heard_db, together)
             if len(envelopes) == 1:
                 (speaker,) = envelopes
                 self.paths[speaker].echo_return.learn(heard_db, together)
-        returns = [self.paths[speaker].echo_return.db for speaker in envelopes]
-        if all(db is not None for db in returns):
-            return _sum_db(envelope + db for envelope, db in zip(
-                envelopes.values(), returns, strict=True) if db is not None)
-        combined = self._echo_return.db
-        return None if combined is None else together + combined
+        echoes = []
+        for speaker, envelope in envelopes.items():
+            echo_return = self.paths[speaker].echo_return.db
+            if echo_return is None:
+                combined = self._echo_return.db
+                return None if combined is None else together + combined
+            echoes.append(envelope + echo_return)
+        return sum_db(echoes)
 
     def _echo_left(self, start: int, cleaned: Pcm, speakers: dict[str, Loudspeaker]) -> bool:
         """Whether what the cancellers left of the last `LIKENESS_WINDOW` is still mostly
@@ -359,11 +363,6 @@ class MicEcho:
             if likeness(left, played) >= ECHO_LIKENESS:
                 return True
         return False
-
-
-def _sum_db(levels: Iterable[float]) -> float:
-    total = sum(10.0 ** (db / 10.0) for db in levels)
-    return 10.0 * float(np.log10(total)) if total > 1e-10 else SILENT_DB
 
 
 def echo_dominated(before: Pcm, after: Pcm) -> bool:

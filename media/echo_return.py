@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
 
 from media.automix import SILENT_DB, frame_levels
 from media.frames import Pcm
-from media.timeline import FRAME
 
 ENVELOPE_FRAMES = 25
 TAIL_DECAY_DB = 1.5
@@ -101,13 +101,14 @@ class NearSpeech:
         self.echo_left = False
         """Whether the cancellers let through echo in the last 100 ms."""
 
-    def update(self, frame: Pcm, expected_echo_db: float | None, cleaned: Pcm) -> None:
+    def update(self, heard_db: float, expected_echo_db: float | None, left_db: float) -> None:
+        """One frame: heard at `heard_db`, `left_db` after the cancellers."""
         if expected_echo_db is None:
             self.reset()
             return
-        self._heard.append(_power(frame))
+        self._heard.append(_from_db(heard_db))
         self._echo.append(_from_db(expected_echo_db))
-        self._left.append(_power(cleaned))
+        self._left.append(_from_db(left_db))
         count = len(self._heard)
         heard, echo = sum(self._heard) / count, sum(self._echo) / count
         left = sum(self._left) / count
@@ -123,8 +124,9 @@ class NearSpeech:
         self.echo_left = False
 
 
-def _power(samples: Pcm) -> float:
-    return float(np.dot(samples, samples)) / FRAME
+def sum_db(levels: Iterable[float]) -> float:
+    """The level of sounds at `levels` (dB) heard together."""
+    return _db(sum(_from_db(db) for db in levels))
 
 
 def _from_db(db: float) -> float:
